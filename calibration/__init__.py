@@ -1,0 +1,1 @@
+"""INT8 calibration: calibration data, Q/DQ quantization and the accuracy gate. Needs onnx and onnxruntime."""
