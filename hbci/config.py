@@ -1,0 +1,212 @@
+"""Experiment configuration: frozen dataclasses loaded from JSON, with dotted `key=value` overrides.
+
+An unknown key or a value of the wrong type is a `ConfigError` that names the key, the file and the valid keys,
+so a typo never silently trains the default model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from hbci.runtime.errors import ConfigError
+
+__all__ = [
+    "ModelConfig", "DataConfig", "TrainConfig", "ExperimentConfig",
+    "load_config", "apply_overrides", "config_to_dict", "config_from_dict", "shipped_config_path",
+]
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "hbci-tiny"          # open_clip model name (or a shipped hbci config name)
+    pretrained: str | None = None        # open_clip tag, local checkpoint path, or None for random init
+    num_frames: int = 12                 # T, fixed per bundle
+    max_words: int = 32                  # L, fixed per bundle
+    temporal_layers: int = 2             # 0 = no temporal transformer (CLIP4Clip meanP)
+    temporal_heads: int = 4
+    video_pooling: str = "text_guided"   # level 3 video side: "text_guided" (X-Pool) or "mean"
+    levels: tuple[int, ...] = (1, 2, 3)  # 1 frame/word, 2 segment/phrase, 3 video/sentence
+    num_segments: int = 4                # learnable queries pooling frames into segments (level 2)
+    num_phrases: int = 4                 # learnable queries pooling words into phrases (level 2)
+    concepts: int = 8                    # K; 1 = no concept decoupling
+    bci_iterations: int = 2              # I; 0 = no interaction (levels 1/2 fall back to mean pooling)
+    fusion: str = "mean"                 # final score: "mean" of the levels, or "finest" level only (as HBI)
+    decorrelation_weight: float = 0.1    # lambda_dec; 0 disables the DiCoSA-style loss
+    distill_weight: float = 1.0          # lambda_kl; 0 disables cross-level similarity distillation
+    distill_direction: str = "fine_to_coarse"  # or "coarse_to_fine"
+    distill_temperature: float | None = None   # None: 1/logit_scale; 1.0 distils raw cosines (HBI)
+    distill_stop_grad: bool = True       # False reproduces HBI (gradients reach the teacher level)
+
+    def __post_init__(self):
+        checks = [
+            (self.video_pooling in ("text_guided", "mean"), "video_pooling must be 'text_guided' or 'mean'"),
+            (self.fusion in ("mean", "finest"), "fusion must be 'mean' or 'finest'"),
+            (self.distill_direction in ("fine_to_coarse", "coarse_to_fine"),
+             "distill_direction must be 'fine_to_coarse' or 'coarse_to_fine'"),
+            (len(self.levels) > 0 and set(self.levels) <= {1, 2, 3} and len(set(self.levels)) == len(self.levels),
+             "levels must be a non-empty subset of [1, 2, 3]"),
+            (self.concepts >= 1, "concepts must be >= 1"),
+            (self.bci_iterations >= 0, "bci_iterations must be >= 0"),
+            (self.num_frames >= 1 and self.max_words >= 3, "num_frames >= 1 and max_words >= 3"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"model: {message}")
+        object.__setattr__(self, "levels", tuple(sorted(self.levels)))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "csv"                 # a name from hbci.datasets.DATASETS
+    root: str = "data/synth"             # dataset folder (for "csv": holds <split>.csv files)
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    skip_missing: bool = False           # missing videos: skip with a count, or fail
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out_dir: str = "runs/small"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3                     # learning rate of the new HBCI modules
+    backbone_lr_scale: float = 1e-3      # CLIP's lr = lr * this (about 1e-3 for pretrained CLIP)
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    num_threads: int = 0                 # torch intra-op threads; 0 = torch's default
+    eval_every: int = 1                  # epochs between validations
+    eval_batch_size: int = 128
+    amp: bool = True                     # bfloat16/float16 autocast where a GPU exists; ignored on CPU
+    max_train_clips: int = 0             # 0 = all; a positive number trains on a prefix (smoke tests)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def shipped_config_path(name: str) -> Path:
+    return CONFIG_DIR / f"{name}.json"
+
+
+def _valid_keys(cls) -> list[str]:
+    hints, keys = get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += [f"{f.name}.{k}" for k in _valid_keys(hints[f.name])]
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def _coerce(value: Any, hint, key: str, source: str):
+    """Check (and for CLI strings, parse) one value against its field's type hint."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is tuple or hint is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], key, source) for v in value)
+    if args and type(None) in args:  # Optional[X]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(value, inner, key, source)
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{source}: {key} must be of type {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _build(cls, values: dict, source: str, prefix: str = ""):
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        valid = ", ".join(_valid_keys(cls))
+        raise ConfigError(f"{source}: unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
+                          f"valid keys: {valid}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {prefix}{name} must be a mapping")
+            kwargs[name] = _build(hint, value, source, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, prefix + name, source)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict, source: str = "<dict>") -> ExperimentConfig:
+    return _build(ExperimentConfig, values, source)
+
+
+def config_to_dict(config) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def load_config(path_or_name: str | Path) -> ExperimentConfig:
+    """Load a config JSON file, or a shipped config by name ("small")."""
+    path = Path(path_or_name)
+    if not path.exists():
+        shipped = shipped_config_path(str(path_or_name))
+        if not shipped.exists():
+            names = sorted(p.stem for p in CONFIG_DIR.glob("*.json") if not p.stem.startswith("hbci-"))
+            raise ConfigError(f"{path_or_name}: no such config file or shipped config (shipped: {', '.join(names)})")
+        path = shipped
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    return config_from_dict(values, str(path))
+
+
+def apply_overrides(config: ExperimentConfig, overrides: list[str], source: str = "command line") -> ExperimentConfig:
+    """Apply `section.key=value` overrides; values are parsed with the field's type."""
+    values = config_to_dict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{source}: override {item!r} is not of the form section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2 or parts[0] not in values:
+            raise ConfigError(f"{source}: unknown config key {key!r}; valid keys: {', '.join(_valid_keys(ExperimentConfig))}")
+        section, name = parts
+        if name not in values[section]:
+            raise ConfigError(f"{source}: unknown config key {key!r}; valid keys: {', '.join(_valid_keys(ExperimentConfig))}")
+        values[section][name] = raw
+    return config_from_dict(values, source)

@@ -1,0 +1,128 @@
+"""Building blocks of HBCI: masked softmax, the temporal transformer, learnable query pooling, concept maps.
+
+Attention is written with plain matmul/softmax (no fused kernels) so that every block exports to ONNX and
+quantizes on MatMul nodes; masks are float tensors (1 valid, 0 padding) that travel through the graphs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["masked_softmax", "masked_mean", "l2norm", "TemporalTransformer", "QueryPooling", "ConceptMap"]
+
+# Large enough that exp() underflows to exactly 0 in float32 and float16, small enough to stay finite in fp16.
+_MASK_FILL = -1e4
+
+
+def l2norm(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x, dim=-1, eps=1e-6)
+
+
+def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Softmax where mask == 0 gets exactly zero weight (so padding content can never leak into a result)."""
+    return torch.softmax(torch.where(mask > 0.5, logits, torch.full_like(logits, _MASK_FILL)), dim=dim)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x [..., N, D], mask [..., N] -> [..., D]."""
+    weights = mask.unsqueeze(-1)
+    return (x * weights).sum(-2) / weights.sum(-2).clamp(min=1.0)
+
+
+class _Attention(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, w = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        logits = q @ k.transpose(-1, -2) / math.sqrt(w // self.heads)
+        attn = masked_softmax(logits, mask[:, None, None, :])
+        return self.out((attn @ v).transpose(1, 2).reshape(b, n, w))
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = _Attention(width, heads)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class TemporalTransformer(nn.Module):
+    """CLIP4Clip "seqTransf": frame features plus a position embedding through a small transformer, added back
+    to the frame features (residual), with padded frames masked out as keys."""
+
+    def __init__(self, width: int, layers: int, heads: int, num_frames: int):
+        super().__init__()
+        self.position = nn.Parameter(torch.zeros(num_frames, width))
+        nn.init.normal_(self.position, std=0.01)
+        self.blocks = nn.ModuleList(_Block(width, heads) for _ in range(layers))
+        self.ln = nn.LayerNorm(width)
+        # Zero-init the last projection so the module starts as the identity on the frame features.
+        self.proj = nn.Linear(width, width)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = frames + self.position[: frames.shape[1]]
+        for block in self.blocks:
+            x = block(x, mask)
+        return frames + self.proj(self.ln(x))
+
+
+class QueryPooling(nn.Module):
+    """A few learned queries attend over units (frames or words), masked: segments / phrases for level 2.
+
+    Deterministic and export-friendly, unlike token-clustering merges.
+    """
+
+    def __init__(self, width: int, num_queries: int):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(num_queries, width) / math.sqrt(width))
+        self.key = nn.Linear(width, width)
+        self.value = nn.Linear(width, width)
+        self.ln = nn.LayerNorm(width)
+        self.scale = 1.0 / math.sqrt(width)
+
+    def forward(self, units: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.ln(units)
+        logits = self.queries @ self.key(x).transpose(-1, -2) * self.scale      # [B, Q, N]
+        attn = masked_softmax(logits, mask.unsqueeze(1))
+        # Residual on the masked mean keeps the pooled units in the frame/word feature space from the start.
+        return attn @ self.value(x) + masked_mean(units, mask).unsqueeze(1)
+
+
+class ConceptMap(nn.Module):
+    """Concept decoupling: a linear map (identity init) then a split into K concepts of width D/K."""
+
+    def __init__(self, width: int, concepts: int):
+        super().__init__()
+        if width % concepts:
+            raise ValueError(f"joint width {width} is not divisible by {concepts} concepts")
+        self.concepts = concepts
+        self.linear = nn.Linear(width, width)
+        nn.init.eye_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., D] -> un-normalised [..., K, d]."""
+        return self.linear(x).unflatten(-1, (self.concepts, -1))
+
+    def units(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, N, D] -> L2-normalised concept units laid out concept-major, [B, K, N, d]."""
+        return l2norm(self(x)).transpose(1, 2)
