@@ -1,0 +1,11 @@
+"""Dataset loaders: each turns a dataset's real annotation files into a list of `VideoItem`s.
+
+One registry, one small module per dataset. `load_split(name, root, split)` is the single entry point.
+"""
+
+from hbci.datasets.base import DATASETS, VideoItem, check_videos, load_split, register
+
+__all__ = ["DATASETS", "VideoItem", "check_videos", "load_split", "register"]
+
+# Importing the loader modules registers them.
+from hbci.datasets import generic_csv  # noqa: E402,F401
