@@ -156,7 +156,7 @@ def _build(cls, values: dict, source: str, prefix: str = ""):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        valid = ", ".join(_valid_keys(cls))
+        valid = ", ".join(prefix + k for k in _valid_keys(cls))
         raise ConfigError(f"{source}: unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
                           f"valid keys: {valid}")
     kwargs = {}

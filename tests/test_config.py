@@ -1,0 +1,47 @@
+"""Configs: shipped files load, overrides are typed, unknown keys are refused with the valid ones listed."""
+
+import json
+
+import pytest
+
+from hbci.config import apply_overrides, config_from_dict, config_to_dict, load_config
+from hbci.runtime.errors import ConfigError
+
+
+def test_shipped_small_config_loads_by_name():
+    cfg = load_config("small")
+    assert cfg.model.backbone == "hbci-tiny" and cfg.model.levels == (1, 2, 3)
+
+
+def test_overrides_are_parsed_with_the_field_type():
+    cfg = apply_overrides(load_config("small"), ["model.concepts=1", "model.levels=3", "train.lr=0.01",
+                                                 "model.distill_stop_grad=false", "model.distill_temperature=none"])
+    assert cfg.model.concepts == 1 and cfg.model.levels == (3,) and cfg.train.lr == 0.01
+    assert cfg.model.distill_stop_grad is False and cfg.model.distill_temperature is None
+
+
+def test_unknown_key_lists_the_valid_ones(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"model": {"conceptz": 4}}))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "model.conceptz" in str(err.value) and "model.concepts" in str(err.value) and str(path) in str(err.value)
+    with pytest.raises(ConfigError, match="train.epochs"):
+        apply_overrides(load_config("small"), ["train.epoch=3"])
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match="train.epochs"):
+        config_from_dict({"train": {"epochs": "many"}})
+    with pytest.raises(ConfigError, match="model.concepts"):
+        apply_overrides(load_config("small"), ["model.concepts=2.5"])
+
+
+def test_invalid_choice_is_refused():
+    with pytest.raises(ConfigError, match="video_pooling"):
+        apply_overrides(load_config("small"), ["model.video_pooling=max"])
+
+
+def test_round_trip():
+    cfg = load_config("small")
+    assert config_from_dict(config_to_dict(cfg)) == cfg

@@ -1,0 +1,132 @@
+"""The HBCI model: shapes, masks, learning, and that every switch builds and scores."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from hbci.config import ModelConfig
+from hbci.loss import hbci_loss
+from hbci.model import HBCI, text_pack_names, video_pack_names
+
+T, L = 6, 16
+
+
+def make_model(**overrides) -> HBCI:
+    torch.manual_seed(0)
+    return HBCI(ModelConfig(num_frames=T, max_words=L, **overrides)).eval()
+
+
+def inputs(b: int, valid_frames=None, valid_words=None, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randn(b, T, 3, 32, 32, generator=g)
+    fmask = torch.ones(b, T)
+    ids = torch.randint(1, 49000, (b, L), generator=g, dtype=torch.int32)
+    wmask = torch.zeros(b, L)
+    for i in range(b):
+        n = valid_words[i] if valid_words else L
+        wmask[i, :n] = 1
+        ids[i, n - 1] = 49407
+        if valid_frames:
+            fmask[i, valid_frames[i]:] = 0
+    return frames, fmask, ids, wmask
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model()
+
+
+def test_pack_shapes_follow_the_graph_names(model):
+    frames, fmask, ids, wmask = inputs(3)
+    video, text = model.encode_video(frames, fmask), model.encode_text(ids, wmask)
+    assert list(video) == video_pack_names(model.config)
+    assert list(text) == text_pack_names(model.config)
+    d, k = model.embed_dim, model.config.concepts
+    assert video["frame_units"].shape == (3, k, T, d // k)
+    assert video["segment_units"].shape == (3, k, model.config.num_segments, d // k)
+    assert text["word_units"].shape == (3, k, L, d // k)
+    assert text["phrase_units"].shape == (3, k, model.config.num_phrases, d // k)
+    assert video["video_global"].shape == text["text_global"].shape == (3, d)
+    assert model.score(text, model.encode_video(*inputs(5)[:2])).shape == (3, 5)
+
+
+def test_frame_padding_never_changes_a_score(model):
+    frames, fmask, ids, wmask = inputs(4, valid_frames=[T, 3, 1, 4], valid_words=[5, 9, L, 3])
+    with torch.no_grad():
+        base = model.score(model.encode_text(ids, wmask), model.encode_video(frames, fmask))
+        garbage = frames.clone()
+        garbage[fmask == 0] = torch.randn_like(garbage[fmask == 0]) * 50
+        other_ids = ids.clone()
+        other_ids[wmask == 0] = torch.randint(1, 49000, (int((wmask == 0).sum()),), dtype=torch.int32)
+        moved = model.score(model.encode_text(other_ids, wmask), model.encode_video(garbage, fmask))
+    torch.testing.assert_close(moved, base, rtol=0, atol=1e-5)
+    # The padded content is really different and reaches the encoder: the masked score is what ignores it.
+    assert not torch.equal(garbage, frames)
+
+
+def test_scores_are_independent_of_the_batch_they_come_in(model):
+    frames, fmask, ids, wmask = inputs(5, valid_frames=[T, 2, 4, 5, 1])
+    with torch.no_grad():
+        text, video = model.encode_text(ids, wmask), model.encode_video(frames, fmask)
+        full = model.score(text, video)
+        part = model.score({k: v[1:3] for k, v in text.items()}, {k: v[2:] for k, v in video.items()})
+    torch.testing.assert_close(part, full[1:3, 2:], rtol=1e-5, atol=1e-5)
+
+
+def test_loss_falls_on_a_tiny_batch():
+    model = make_model().train()
+    frames, fmask, ids, wmask = inputs(8, valid_frames=[T, 5, 4, T, 3, T, 2, T])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(25):
+        loss, parts = hbci_loss(model, model.encode_text(ids, wmask), model.encode_video(frames, fmask))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(parts["total"])
+    assert {"nce_1", "nce_2", "nce_3", "nce_fused", "decorrelation", "distill"} <= set(parts)
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+ABLATIONS = {
+    "meanP": dict(temporal_layers=0, video_pooling="mean", levels=(3,), concepts=1,
+                  decorrelation_weight=0.0, distill_weight=0.0),
+    "seqTransf": dict(video_pooling="mean", levels=(3,), concepts=1, decorrelation_weight=0.0, distill_weight=0.0),
+    "xpool": dict(levels=(3,), concepts=1, decorrelation_weight=0.0, distill_weight=0.0),
+    "no_bci": dict(bci_iterations=0),
+    "finest": dict(fusion="finest"),
+    "hbi_distill": dict(distill_stop_grad=False, distill_temperature=1.0, distill_direction="coarse_to_fine"),
+    "levels_1_2": dict(levels=(1, 2)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_every_switch_builds_trains_and_scores(name):
+    model = make_model(**ABLATIONS[name]).train()
+    frames, fmask, ids, wmask = inputs(4, valid_frames=[T, 2, 3, T])
+    loss, parts = hbci_loss(model, model.encode_text(ids, wmask), model.encode_video(frames, fmask))
+    loss.backward()
+    assert torch.isfinite(loss)
+    with torch.no_grad():
+        sim = model.score(model.encode_text(ids, wmask), model.encode_video(frames, fmask))
+    assert sim.shape == (4, 4) and torch.isfinite(sim).all()
+    assert sim.abs().max() <= 1.0 + 1e-5  # weighted sums of cosines
+
+
+def test_mean_pooling_model_has_no_interaction_modules():
+    model = make_model(**ABLATIONS["meanP"])
+    assert model.temporal is None
+    assert list(model.levels) == ["3"]
+    assert not hasattr(model, "segment_pool")
+
+
+def test_concepts_must_divide_the_width():
+    with pytest.raises(ValueError, match="divisible"):
+        make_model(concepts=7)
+
+
+def test_config_is_frozen():
+    cfg = ModelConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.concepts = 2
