@@ -23,7 +23,7 @@ LEVEL_NAMES = {1: "frame/word", 2: "segment/phrase", 3: "video/sentence"}
 
 
 def video_pack_names(config: ModelConfig) -> list[str]:
-    names = ["video_global", "frame_mask"]
+    names = ["video_global", "video_mask"]
     if 1 in config.levels:
         names += ["frame_units", "frame_head"]
     if 2 in config.levels:
@@ -103,7 +103,7 @@ class HBCI(nn.Module):
         if self.temporal is not None:
             feats = self.temporal(feats, mask)
         video = masked_mean(feats, mask)
-        pack = {"video_global": l2norm(video), "frame_mask": mask}
+        pack = {"video_global": l2norm(video), "video_mask": mask}
         if 1 in self.config.levels:
             level = self.levels["1"]
             pack["frame_units"] = level.video_map.units(feats)
@@ -172,7 +172,7 @@ class HBCI(nn.Module):
         if 1 in self.config.levels:
             level = self.levels["1"]
             t, v = self._interact(level, text["word_start"], text["word_units"], text["word_mask"],
-                                  video["frame_units"], video["frame_mask"])
+                                  video["frame_units"], video["video_mask"])
             sims[1] = level.weighted_similarity(t, v, text["word_head"][:, None], video["frame_head"][None])
             concepts[1] = (t, v)
         if 2 in self.config.levels:
@@ -183,7 +183,7 @@ class HBCI(nn.Module):
             concepts[2] = (t, v)
         if 3 in self.config.levels:
             level = self.levels["3"]
-            values, mask = video["pool_values"], video["frame_mask"]
+            values, mask = video["pool_values"], video["video_mask"]
             if self.config.video_pooling == "text_guided":
                 logits = (text["pool_query"][:, None, None, :] @ video["pool_keys"][None].transpose(-1, -2)
                           / self.log_tau_pool.exp())                  # [Nt, Nv, 1, T]
