@@ -8,4 +8,4 @@ from hbci.datasets.base import DATASETS, VideoItem, check_videos, load_split, re
 __all__ = ["DATASETS", "VideoItem", "check_videos", "load_split", "register"]
 
 # Importing the loader modules registers them.
-from hbci.datasets import activitynet, didemo, generic_csv, msrvtt  # noqa: E402,F401
+from hbci.datasets import activitynet, didemo, generic_csv, msrvtt, msvd  # noqa: E402,F401
