@@ -24,7 +24,7 @@ def tool_versions() -> dict[str, str]:
 
     import hbci
 
-    return {"hbci": hbci.__version__, "torch": torch.__version__, "open_clip": open_clip.__version__}
+    return {"hbci": hbci.__version__, "torch": str(torch.__version__), "open_clip": str(open_clip.__version__)}
 
 
 def save_checkpoint(path: str | Path, config: ExperimentConfig, model: torch.nn.Module, **state) -> Path:

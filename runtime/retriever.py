@@ -1,0 +1,196 @@
+"""The runtime's Python API: load a bundle, encode texts and videos, score them. No torch.
+
+    r = Retriever.load("bundle/", backend="auto", precision="fp32")
+    texts = r.encode_text(["a red circle moves left"])
+    videos = r.encode_video("clip.mp4")            # or frames uint8 [T, H, W, 3] / [B, T, H, W, 3]
+    scores = r.score(texts, videos)                # ndarray [Nt, Nv]
+
+The retriever only feeds graphs: all model math is inside the bundle's graphs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from hbci.runtime.backends import Backend, create_backend
+from hbci.runtime.bundle import Bundle, load_bundle
+from hbci.runtime.errors import BundleError, QueryError
+from hbci.runtime.tokenizer import ClipTokenizer
+from hbci.runtime.video import load_clip, normalize, resize_center_crop
+
+__all__ = ["Retriever", "Pack", "MAX_QUERY_CHARS"]
+
+log = logging.getLogger("hbci")
+
+Pack = dict[str, np.ndarray]
+# A query longer than this is certainly not a sentence; it is refused rather than silently truncated to L tokens
+# after expensive cleaning.
+MAX_QUERY_CHARS = 2000
+GRAPHS = ("video_encoder", "text_encoder", "bci_scorer")
+
+
+def _concat(packs: list[Pack]) -> Pack:
+    return {k: np.concatenate([p[k] for p in packs]) for k in packs[0]}
+
+
+class Retriever:
+    def __init__(self, bundle: Bundle, backends: dict[str, Backend], precision: str):
+        self.bundle, self.backends, self.precision = bundle, backends, precision
+        self.tokenizer = ClipTokenizer.from_file(bundle.tokenizer_path, bundle.max_words)
+        # Calls never exceed the engines' optimisation profiles; the scorer's video chunk also bounds the
+        # [Nt, Nv, ...] intermediates on large galleries.
+        profiles = bundle.manifest.get("profiles", {})
+        self.video_chunk = profiles.get("video_encoder", {}).get("batch", (0, 0, 16))[2]
+        self.text_chunk = profiles.get("text_encoder", {}).get("batch", (0, 0, 64))[2]
+        self.score_text_chunk = profiles.get("bci_scorer", {}).get("num_texts", (0, 0, 16))[2]
+        self.score_chunk = profiles.get("bci_scorer", {}).get("num_videos", (0, 0, 256))[2]
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path, backend: str = "auto", precision: str = "fp32", threads: int = 0,
+             self_check: bool = True) -> "Retriever":
+        """Load and verify a bundle, create the three graph back ends and run the golden self-check.
+
+        If the chosen back end fails the self-check, the retriever falls back to ONNX Runtime on the CPU (and
+        says so); if that fails too, the bundle is refused.
+        """
+        bundle = load_bundle(bundle_dir)
+        if precision not in bundle.precisions:
+            raise BundleError(f"{bundle.root}: no {precision} graphs (has: {', '.join(bundle.precisions)})")
+        # FP16 graphs run at the basic optimisation level: ORT's fused FP16 kernels on CPU have crashed on ViTs.
+        optimization = "basic" if precision == "fp16" else "all"
+
+        def build(kind: str) -> dict[str, Backend]:
+            engines = bundle.manifest.get("engines", {}).get(precision, {})
+            return {g: create_backend(kind, bundle.graph_path(g, precision),
+                                      bundle.root / engines[g] if g in engines else None, threads, optimization)
+                    for g in GRAPHS}
+
+        retriever = cls(bundle, build(backend), precision)
+        if self_check:
+            problem = retriever.self_check()
+            if problem and backend != "onnxruntime-cpu":
+                log.warning("back end %s failed the self-check (%s); falling back to onnxruntime on the CPU",
+                            retriever.backend_name, problem)
+                retriever = cls(bundle, build("onnxruntime-cpu"), precision)
+                problem = retriever.self_check()
+            if problem:
+                raise BundleError(f"{bundle.root}: {precision} graphs fail the self-check: {problem}")
+        log.info("hbci: bundle %s (%s), back end %s", bundle.bundle_id, precision, retriever.backend_name)
+        return retriever
+
+    @property
+    def backend_name(self) -> str:
+        return self.backends["video_encoder"].name
+
+    @property
+    def bundle_id(self) -> str:
+        return self.bundle.bundle_id
+
+    def self_check(self) -> str | None:
+        """Run every graph on the bundle's golden inputs; return what failed, or None.
+
+        Guards against back-end settings that run but compute garbage (for example every embedding equal).
+        """
+        tolerance = self.bundle.manifest.get("golden_tolerance", {}).get(self.precision, 1e-3)
+        with np.load(self.bundle.golden_path) as golden:
+            data = {k: golden[k] for k in golden.files}
+        for graph in GRAPHS:
+            prefix = f"{graph}/in/"
+            feeds = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
+            try:
+                outputs = self.backends[graph].run(feeds)
+            except Exception as exc:  # any back-end failure is a failed check, reported with its cause
+                return f"{graph} raised {type(exc).__name__}: {exc}"
+            for name, value in outputs.items():
+                expected = data.get(f"{graph}/out/{name}")
+                if expected is None:
+                    continue
+                error = float(np.abs(value - expected).max()) if value.shape == expected.shape else float("inf")
+                if not error <= tolerance:
+                    return f"{graph} output {name} differs from the golden output by {error:.3g} (> {tolerance})"
+        return None
+
+    # ------------------------------------------------------------------------------------------------ text
+    def tokenize(self, texts: list[str]) -> np.ndarray:
+        """int32 token ids [N, L], padded to the bundle's fixed length."""
+        return self._tokenize(texts)[0]
+
+    def _tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, (list, tuple)) or not texts:
+            raise QueryError("give at least one query text")
+        for text in texts:
+            if not isinstance(text, str):
+                raise QueryError(f"a query must be text, got {type(text).__name__}")
+            if not text.strip():
+                raise QueryError("a query is empty")
+            if len(text) > MAX_QUERY_CHARS:
+                raise QueryError(f"a query is {len(text)} characters long (limit {MAX_QUERY_CHARS}); "
+                                 f"the model reads at most {self.bundle.max_words} tokens")
+        return self.tokenizer(list(texts))
+
+    def encode_text(self, texts: list[str]) -> Pack:
+        ids, mask = self._tokenize(texts)
+        # Always the bundle's fixed L: variable shapes make ONNX Runtime grow its memory arena.
+        encoder = self.backends["text_encoder"]
+        return _concat([encoder.run({"token_ids": ids[i:i + self.text_chunk],
+                                     "token_mask": mask[i:i + self.text_chunk].astype(np.float32)})
+                        for i in range(0, len(ids), self.text_chunk)])
+
+    # ------------------------------------------------------------------------------------------------ video
+    def preprocess(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 RGB frames [N, H, W, 3] of any size -> float32 [N, 3, S, S], exactly as training saw them."""
+        return normalize(resize_center_crop(frames, self.bundle.image_size), self.bundle.mean, self.bundle.std)
+
+    def load_video(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        """T uniformly sampled, resized and cropped uint8 frames [T, S, S, 3] and their mask [T]."""
+        return load_clip(path, self.bundle.num_frames, self.bundle.image_size)
+
+    def encode_video(self, video, mask: np.ndarray | None = None) -> Pack:
+        """A path, a list of paths, or uint8 RGB frames [T, H, W, 3] / [B, T, H, W, 3] (T = the bundle's T)."""
+        t = self.bundle.num_frames
+        if isinstance(video, (str, Path)):
+            video = [video]
+        if isinstance(video, (list, tuple)) and video and isinstance(video[0], (str, Path)):
+            clips = [self.load_video(p) for p in video]
+            video = np.stack([c[0] for c in clips])
+            mask = np.stack([c[1] for c in clips])
+        video = np.asarray(video)
+        if video.ndim == 4:
+            video = video[None]
+            mask = None if mask is None else np.asarray(mask)[None]
+        if video.ndim != 5 or video.shape[1] != t or video.shape[-1] != 3:
+            raise QueryError(f"frames must be uint8 [B, {t}, H, W, 3] (RGB), got shape {video.shape}")
+        mask = np.ones(video.shape[:2], bool) if mask is None else np.asarray(mask, bool)
+        packs = []
+        for start in range(0, len(video), self.video_chunk):
+            clip = video[start:start + self.video_chunk]
+            b = len(clip)
+            pixels = self.preprocess(clip.reshape(b * t, *clip.shape[2:]))
+            pixels = pixels.reshape(b, t, *pixels.shape[1:])
+            packs.append(self.backends["video_encoder"].run(
+                {"frames": pixels, "frame_mask": mask[start:start + b].astype(np.float32)}))
+        return _concat(packs)
+
+    # ------------------------------------------------------------------------------------------------ score
+    def score(self, text: Pack, video: Pack, levels: bool = False):
+        """Fused scores [Nt, Nv] (and per-level scores {name: [Nt, Nv]} when levels=True), scored in chunks of
+        videos so memory stays bounded on large galleries."""
+        scorer = self.backends["bci_scorer"]
+        nt, nv = len(next(iter(text.values()))), len(next(iter(video.values())))
+        rows: dict[str, list[np.ndarray]] = {}
+        for t0 in range(0, nt, self.score_text_chunk):
+            text_part = {k: v[t0:t0 + self.score_text_chunk] for k, v in text.items()}
+            row: dict[str, list[np.ndarray]] = {}
+            for v0 in range(0, nv, self.score_chunk):
+                feeds = text_part | {k: v[v0:v0 + self.score_chunk] for k, v in video.items()}
+                for name, value in scorer.run(feeds).items():
+                    row.setdefault(name, []).append(value)
+            for name, chunks in row.items():
+                rows.setdefault(name, []).append(np.concatenate(chunks, axis=1))
+        result = {name: np.concatenate(parts, axis=0) for name, parts in rows.items()}
+        return (result["scores"], result) if levels else result["scores"]
