@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             bundle = load_bundle(args.out)
             try:
                 engines = build_engines(bundle, bundle.precisions, log=lambda m: print(m, file=sys.stderr))
-                from hbci.export.bundle import write_manifest
+                from hbci.runtime.bundle import write_manifest
 
                 write_manifest(bundle.root, bundle.manifest | {"engines": engines})
             except EngineSkipped as exc:

@@ -22,12 +22,11 @@ from hbci.export.graphs import GRAPHS, example_inputs, export_graph, scorer_inpu
 from hbci.export.precision import FP32_OPS, convert_to_fp16
 from hbci.export.tokenizer_json import build_tokenizer_json
 from hbci.model import HBCI
-from hbci.runtime.bundle import (FORMAT_VERSION, MANIFEST, atomic_write_bytes, load_bundle, manifest_id,
-                                 sha256_file)
+from hbci.runtime.bundle import FORMAT_VERSION, atomic_write_bytes, load_bundle, sha256_file, write_manifest
 from hbci.runtime.errors import BundleError
 from hbci.runtime.video import CLIP_MEAN, CLIP_STD
 
-__all__ = ["build_bundle", "PRECISIONS", "GOLDEN_TOLERANCE", "score_statistics", "write_manifest"]
+__all__ = ["build_bundle", "PRECISIONS", "GOLDEN_TOLERANCE", "score_statistics"]
 
 PRECISIONS = ("fp32", "fp16")
 # Max abs difference the runtime's self-check accepts against the FP32 torch outputs.
@@ -92,22 +91,6 @@ def score_statistics(scores: np.ndarray, owners: np.ndarray) -> dict:
     off = best - 0.5 * max(best - negative_p99, 0.0)
     return {"positive": describe(positives), "negative": describe(negatives),
             "threshold": {"on": best, "off": off, "f1": best_f1}}
-
-
-def write_manifest(root: Path, manifest: dict) -> dict:
-    manifest = {k: v for k, v in manifest.items() if k != "bundle_id"}
-    manifest["files"] = {rel: sha256_file(root / rel) for rel in sorted(_bundle_files(root, manifest))}
-    manifest["bundle_id"] = manifest_id(manifest)
-    atomic_write_bytes(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
-    return manifest
-
-
-def _bundle_files(root: Path, manifest: dict) -> list[str]:
-    files = [manifest["tokenizer"], manifest["golden"]]
-    for group in ("graphs", "engines"):
-        for per_precision in manifest.get(group, {}).values():
-            files += list(per_precision.values())
-    return [f for f in files if (root / f).is_file()]
 
 
 def _write_golden(model: HBCI, path: Path) -> None:

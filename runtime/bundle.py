@@ -16,7 +16,8 @@ from pathlib import Path
 
 from hbci.runtime.errors import BundleError
 
-__all__ = ["FORMAT_VERSION", "MANIFEST", "Bundle", "load_bundle", "sha256_file", "manifest_id", "atomic_write_bytes"]
+__all__ = ["FORMAT_VERSION", "MANIFEST", "Bundle", "load_bundle", "write_manifest", "sha256_file", "manifest_id",
+           "atomic_write_bytes"]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -129,3 +130,20 @@ def load_bundle(root: str | Path, verify_hashes: bool = True) -> Bundle:
                 raise BundleError(f"{file}: contents differ from the manifest (sha256 mismatch): "
                                   f"the file was changed or damaged")
     return Bundle(root, manifest)
+
+
+def write_manifest(root: Path, manifest: dict) -> dict:
+    """Hash every file the manifest names, set the bundle id, write manifest.json atomically."""
+    manifest = {k: v for k, v in manifest.items() if k != "bundle_id"}
+    manifest["files"] = {rel: sha256_file(root / rel) for rel in sorted(_bundle_files(root, manifest))}
+    manifest["bundle_id"] = manifest_id(manifest)
+    atomic_write_bytes(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    return manifest
+
+
+def _bundle_files(root: Path, manifest: dict) -> list[str]:
+    files = [manifest["tokenizer"], manifest["golden"]]
+    for group in ("graphs", "engines"):
+        for per_precision in manifest.get(group, {}).values():
+            files += list(per_precision.values())
+    return files
