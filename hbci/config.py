@@ -87,6 +87,8 @@ class TrainConfig:
     eval_batch_size: int = 128
     amp: bool = True                     # bfloat16/float16 autocast where a GPU exists; ignored on CPU
     max_train_clips: int = 0             # 0 = all; a positive number trains on a prefix (smoke tests)
+    shuffle_block: int = 1               # shuffle runs of this many consecutive clips together, so that hard
+                                         # negatives listed next to each other share a batch (synthetic groups)
 
 
 @dataclass(frozen=True)

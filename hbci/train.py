@@ -47,6 +47,17 @@ def param_groups(model: HBCI, cfg) -> list[dict]:
             for (backbone, decay), params in groups.items() if params]
 
 
+def _block_order(n: int, block: int, generator: torch.Generator) -> np.ndarray:
+    """A random order of n clips that keeps runs of `block` consecutive clips together (block 1: plain shuffle).
+
+    In-batch negatives are what contrastive training learns from; runs of clips that differ only in motion
+    direction, event order or attributes are the negatives that teach those distinctions.
+    """
+    blocks = torch.randperm((n + block - 1) // block, generator=generator).numpy()
+    order = (blocks[:, None] * block + np.arange(block)[None]).reshape(-1)
+    return order[order < n]
+
+
 def _schedule(total_steps: int, warmup_fraction: float):
     warmup = max(1, int(total_steps * warmup_fraction))
 
@@ -125,7 +136,7 @@ def train(config: ExperimentConfig, resume: bool = True, progress: bool = True,
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        order = torch.randperm(len(train_clips), generator=generator).numpy()
+        order = _block_order(len(train_clips), cfg.shuffle_block, generator)
         picks = torch.randint(0, 1 << 30, (len(train_clips),), generator=generator).numpy()
         t0 = time.time()
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
