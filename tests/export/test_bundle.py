@@ -1,0 +1,134 @@
+"""Export end to end: graphs match torch, retrieval through the runtime equals torch, bundles are verified."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from hbci.checkpoint import load_model
+from hbci.data import load_clipset
+from hbci.evaluate import encode_texts, encode_videos, score_all
+from hbci.metrics import ranks
+from hbci.runtime.bundle import load_bundle
+from hbci.runtime.errors import BundleError
+from hbci.runtime.retriever import Retriever
+
+pytestmark = pytest.mark.slow
+
+
+def test_graphs_are_opset_18_or_newer_and_checker_clean(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    for precision in ("fp32", "fp16"):
+        for graph in ("video_encoder", "text_encoder", "bci_scorer"):
+            proto = onnx.load(str(bundle.graph_path(graph, precision)))
+            onnx.checker.check_model(proto)
+            assert next(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 18
+
+
+def test_fp16_graphs_keep_fp32_io_and_layernorm(tiny_bundle):
+    proto = onnx.load(str(load_bundle(tiny_bundle).graph_path("video_encoder", "fp16")))
+    assert all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in proto.graph.input)
+    assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in proto.graph.output)
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
+    ln_weights = {n.input[1] for n in proto.graph.node if n.op_type == "LayerNormalization"}
+    assert ln_weights and all(t.data_type == onnx.TensorProto.FLOAT
+                              for t in proto.graph.initializer if t.name in ln_weights)
+
+
+def test_manifest_records_differences_at_untraced_batch_sizes(tiny_bundle):
+    manifest = load_bundle(tiny_bundle).manifest
+    diffs = manifest["validation"]["max_abs_diff_vs_torch"]
+    for graph in ("video_encoder", "text_encoder", "bci_scorer"):
+        assert set(diffs["fp32"][graph]) == {"1", "3"}
+        assert max(diffs["fp32"][graph].values()) < 1e-4
+        assert max(diffs["fp16"][graph].values()) < 5e-2
+
+
+def test_runtime_retrieval_equals_torch(tiny_bundle, tiny_checkpoint, data_config):
+    model, _, _ = load_model(tiny_checkpoint)
+    clips = load_clipset(data_config, "test", model.config.num_frames, model.image_size, progress=False)
+    texts, owners = clips.captions()
+    torch_scores, _ = score_all(model, encode_texts(model, texts), encode_videos(model, clips))
+    runtime = Retriever.load(tiny_bundle, backend="onnxruntime-cpu", precision="fp32")
+    scores = runtime.score(runtime.encode_text(texts), runtime.encode_video(clips.frames, clips.masks))
+    assert np.abs(scores - torch_scores).max() < 1e-4
+    # Ranks equal except where two items tie within float noise.
+    for a, b in ((scores, torch_scores), (scores.T, torch_scores.T)):
+        ra, rb = ranks(a, np.arange(len(a)) if a.shape[0] == a.shape[1] else None), ranks(b)
+        assert (ra == rb).mean() == 1.0
+    retrieval = load_bundle(tiny_bundle).manifest["validation"]["retrieval"]
+    for direction in ("t2v", "v2t"):
+        for k in ("R@1", "R@5", "R@10"):
+            assert retrieval["fp32"][direction][k] == retrieval["torch"][direction][k]
+            assert abs(retrieval["fp16"][direction][k] - retrieval["torch"][direction][k]) <= 0.5 + 1e-9
+
+
+def test_score_statistics_and_thresholds_are_recorded(tiny_bundle):
+    stats = load_bundle(tiny_bundle).manifest["score_stats"]
+    assert stats["positive"]["n"] == 40 and stats["negative"]["n"] == 40 * 39
+    assert stats["threshold"]["off"] <= stats["threshold"]["on"]
+
+
+def test_tampered_file_is_refused_naming_it(tiny_bundle, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_bundle, copy)
+    path = copy / "fp32" / "bci_scorer.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="bci_scorer.onnx"):
+        load_bundle(copy)
+    with pytest.raises(BundleError, match="bci_scorer.onnx"):
+        Retriever.load(copy)
+
+
+def test_unknown_format_version_and_edited_manifest_are_refused(tiny_bundle, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps(manifest | {"format_version": 99}))
+    with pytest.raises(BundleError, match="format version 99"):
+        load_bundle(copy)
+    (copy / "manifest.json").write_text(json.dumps(manifest | {"num_frames": 8}))
+    with pytest.raises(BundleError, match="manifest.json.*modified"):
+        load_bundle(copy)
+
+
+def test_rerun_skips_an_up_to_date_bundle(tiny_bundle, tiny_checkpoint, tiny_synth, capsys):
+    from hbci.export.bundle import build_bundle
+
+    before = (tiny_bundle / "manifest.json").read_bytes()
+    build_bundle(tiny_checkpoint, tiny_bundle, ("fp32", "fp16"), data=str(tiny_synth), split="test")
+    assert "up to date" in capsys.readouterr().err
+    assert (tiny_bundle / "manifest.json").read_bytes() == before
+
+
+def test_self_check_catches_a_backend_that_computes_garbage(tiny_bundle):
+    runtime = Retriever.load(tiny_bundle, backend="onnxruntime-cpu")
+    assert runtime.self_check() is None
+
+    class Constant:
+        name = "broken"
+        input_names = runtime.backends["video_encoder"].input_names
+
+        def run(self, feeds):
+            real = runtime_backend.run(feeds)
+            return {k: np.zeros_like(v) for k, v in real.items()}
+
+    runtime_backend = runtime.backends["video_encoder"]
+    runtime.backends["video_encoder"] = Constant()
+    assert "video_encoder" in runtime.self_check()
+
+
+def test_torch_scores_independent_of_chunking(tiny_checkpoint, data_config):
+    model, _, _ = load_model(tiny_checkpoint)
+    clips = load_clipset(data_config, "test", model.config.num_frames, model.image_size, progress=False)
+    texts, _ = clips.captions()
+    text, video = encode_texts(model, texts), encode_videos(model, clips)
+    a, _ = score_all(model, text, video, chunk=7)
+    b, _ = score_all(model, text, video, chunk=64)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert torch.is_tensor(text["text_global"])
