@@ -1,0 +1,370 @@
+"""INT8 for a bundle: calibrate, quantize the video encoder, and let it in only through an accuracy gate.
+
+    quantize_bundle(bundle_dir, calib_videos, calib_captions, method="minmax", max_samples=None,
+                    gate=GateThresholds()) -> manifest
+
+Which clips calibrate and which judge (never the same clips):
+  * calib_videos (a folder of videos, or a captions CSV / dataset split CSV) calibrates; calib_captions (a
+    captions CSV, `video,caption`, paths relative to the CSV's folder) is the held-out set of the gate. A video
+    that appears in both is dropped from calibration, with a warning and a count in the manifest.
+  * calib_captions alone: its videos, in CSV order, are cut in two: the first half (floor(n/2) videos)
+    calibrates and the second half is the held-out set. Said in a warning and recorded in the manifest.
+  * no calib_captions: refused. Without held-out captions there is no retrieval check, and the gate does not
+    pass a graph on cosines alone.
+
+The gate (defaults in GateThresholds; every figure goes to manifest["validation"]["int8_gate"]):
+  1. structure: Q/DQ only in front of MatMul/Gemm/Conv, zero points 0, per-channel weights (`inspect_qdq`);
+  2. cosine similarity of every video-encoder output, INT8 against FP32, per held-out clip (each output
+     flattened per clip): mean over clips >= min_mean_cosine (0.99) and worst clip >= min_clip_cosine (0.95);
+  3. text-to-video R@1 and R@5 on the held-out set, computed through the runtime (`Retriever.load` of the
+     staged bundle at precision "int8" and "fp32", `encode_text`, `encode_video`, `Retriever.score`): the INT8
+     figure may be at most max_r1_drop (1.0) / max_r5_drop (1.0) points below FP32. Below 100 held-out
+     captions one caption is worth more than a point, so the default then means "no caption may be lost"
+     (a warning says so);
+  4. the runtime's golden self-check at load: the INT8 video encoder on the bundle's golden inputs within the
+     manifest's golden_tolerance["int8"] (0.25, written by export; set to that default where missing).
+
+Atomicity: the INT8 graph is written into a hidden staging folder inside the bundle (with hard links to the
+other files and a staged manifest, so `Retriever.load` sees a complete bundle); only when every check passes is
+it renamed to `int8/video_encoder.onnx` and the bundle's manifest rewritten (`write_manifest`). A failed gate
+removes the staging folder, leaves the bundle and its manifest untouched, and raises `GateFailed`, whose message
+lists every check with its value and threshold.
+
+Up to date: when the manifest already holds an INT8 graph gated on the same FP32 video encoder, the same
+calibration and held-out files (names, sizes, modification times), method, sample count and thresholds, nothing
+is redone (force=True redoes it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from hbci.calibration import quantize as _quantize
+from hbci.calibration.data import (MAX_HISTOGRAM_CLIPS, CalibrationDataError, CalibrationReader, default_clip_count,
+                                   load_clips, video_paths)
+from hbci.calibration.quantize import METHODS, CalibrationError, inspect_qdq
+from hbci.runtime.bundle import Bundle, load_bundle, write_manifest
+from hbci.runtime.errors import BundleError, VideoError
+
+__all__ = ["GateThresholds", "GateFailed", "quantize_bundle", "cosine_report", "BACKENDS", "INT8_GRAPHS",
+           "DEFAULT_GOLDEN_TOLERANCE"]
+
+BACKENDS = ("onnxruntime", "modelopt")
+INT8_GRAPHS = {"video_encoder": "int8/video_encoder.onnx", "text_encoder": "fp32/text_encoder.onnx",
+               "bci_scorer": "fp32/bci_scorer.onnx"}
+DEFAULT_GOLDEN_TOLERANCE = 0.25
+SMALL_HELD_OUT = 100  # captions; below this one caption is worth more than one point of R@1
+GATE_CHUNK = 16       # held-out clips decoded and encoded at a time (bounds memory on large held-out sets)
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    min_mean_cosine: float = 0.99   # per output: mean over held-out clips of cos(INT8, FP32)
+    min_clip_cosine: float = 0.95   # per output: the worst held-out clip
+    max_r1_drop: float = 1.0        # points of t2v R@1 the INT8 graph may lose against FP32
+    max_r5_drop: float = 1.0        # points of t2v R@5
+
+
+class GateFailed(CalibrationError):
+    """The INT8 graph failed the accuracy gate; nothing was written. The message lists every check."""
+
+    def __init__(self, report: str, figures: dict):
+        super().__init__(report)
+        self.figures = figures
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cosine_report(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Per output: cosine of each clip's flattened output, INT8 vs FP32 -> {"mean", "min", "n"}.
+
+    Two all-zero vectors count as identical (cosine 1); one zero and one not as 0.
+    """
+    result = {}
+    for name, ref in reference.items():
+        a = np.asarray(ref, np.float64).reshape(len(ref), -1)
+        b = np.asarray(other[name], np.float64).reshape(len(ref), -1)
+        na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+        dot = (a * b).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = np.where((na > 0) & (nb > 0), dot / (na * nb), np.where((na == 0) & (nb == 0), 1.0, 0.0))
+        result[name] = {"mean": float(cos.mean()), "min": float(cos.min()), "n": int(len(cos))}
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ planning
+def _plan(calib_videos, calib_captions, warn) -> dict:
+    from hbci.datasets.generic_csv import read_captions_csv
+
+    if not calib_captions:
+        raise CalibrationDataError("the INT8 accuracy gate needs held-out captions: give calib_captions "
+                                   "(--calib-captions FILE, a video,caption CSV); calibration videos alone "
+                                   "cannot show that retrieval survives quantization")
+    items = read_captions_csv(calib_captions)
+    if any(item.start is not None or item.end is not None for item in items):
+        raise CalibrationDataError(f"{calib_captions}: rows with start/end spans are not supported by the INT8 "
+                                   f"gate; give whole clips")
+    if calib_videos:
+        calib = video_paths(calib_videos)
+        held = {item.path.resolve() for item in items}
+        overlap = [p for p in calib if p.resolve() in held]
+        if overlap:
+            warn(f"warning: {len(overlap)} calibration video(s) in {calib_videos} are also in the held-out set "
+                 f"{calib_captions}; they are left out of calibration")
+            calib = [p for p in calib if p.resolve() not in held]
+            if not calib:
+                raise CalibrationDataError(f"{calib_videos}: every video is also in the held-out set "
+                                           f"{calib_captions}; give other videos for calibration")
+        return {"calib_paths": calib, "calib_source": str(calib_videos), "gate_items": items,
+                "split": "calibration folder and held-out captions CSV", "overlap_excluded": len(overlap)}
+    if len(items) < 2:
+        raise CalibrationDataError(f"{calib_captions}: {len(items)} video(s); splitting it into calibration and "
+                                   f"held-out halves needs at least 2 (or give calib_videos)")
+    half = len(items) // 2
+    warn(f"warning: no calibration videos given: calibrating on the first {half} videos of {calib_captions} "
+         f"and gating on the other {len(items) - half}")
+    return {"calib_paths": [item.path for item in items[:half]], "calib_source": f"{calib_captions} (first half)",
+            "gate_items": items[half:], "split": f"captions CSV halves: first {half} videos calibrate, last "
+                                                 f"{len(items) - half} are held out", "overlap_excluded": 0}
+
+
+def _file_key(paths) -> list:
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out.append([str(p), st.st_size, st.st_mtime_ns])
+        except OSError:
+            out.append([str(p), None, None])
+    return out
+
+
+def _inputs_key(bundle: Bundle, plan: dict, calib_captions, method, clips, backend, gate, max_gate_videos) -> str:
+    body = {"fp32_video_encoder": bundle.manifest["files"].get(bundle.manifest["graphs"]["fp32"]["video_encoder"]),
+            "calibration": _file_key(plan["calib_paths"]), "captions": _file_key([calib_captions]),
+            "held_out": _file_key(sorted({str(i.path) for i in plan["gate_items"]})), "method": method,
+            "clips": clips, "backend": backend, "thresholds": asdict(gate), "max_gate_videos": max_gate_videos}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------------ staging
+def _stage(bundle: Bundle, staging: Path, int8_file: Path, manifest: dict) -> None:
+    """A complete bundle in `staging`: hard links (or copies) of the bundle's files, the INT8 graph, a manifest."""
+    for rel in bundle.manifest["files"]:
+        target = staging / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(bundle.root / rel, target)
+        except OSError:
+            shutil.copyfile(bundle.root / rel, target)
+    dest = staging / INT8_GRAPHS["video_encoder"]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        dest.unlink()  # a link to an earlier INT8 graph of the bundle
+    os.replace(int8_file, dest)
+    write_manifest(staging, manifest)
+
+
+def _golden_errors(bundle: Bundle, graph_path: Path) -> dict[str, float]:
+    from hbci.runtime.backends import OrtBackend
+
+    with np.load(bundle.golden_path) as golden:
+        feeds = {k.split("/")[-1]: golden[k] for k in golden.files if k.startswith("video_encoder/in/")}
+        expected = {k.split("/")[-1]: golden[k] for k in golden.files if k.startswith("video_encoder/out/")}
+    got = OrtBackend(graph_path, ["CPUExecutionProvider"]).run(feeds)
+    return {n: float(np.abs(got[n] - v).max()) for n, v in expected.items()}
+
+
+# ------------------------------------------------------------------------------------------------ the gate
+def _held_out(staging: Path, items, gate_backend: str, warn, log) -> dict:
+    """Encode the held-out clips and captions with the FP32 and INT8 runtimes of the staged bundle."""
+    from hbci.metrics import multi_caption_metrics
+    from hbci.runtime.retriever import Retriever
+
+    fp32 = Retriever.load(staging, backend=gate_backend, precision="fp32")
+    try:
+        int8 = Retriever.load(staging, backend=gate_backend, precision="int8")
+        self_check = None
+    except BundleError as exc:
+        int8 = Retriever.load(staging, backend=gate_backend, precision="int8", self_check=False)
+        self_check = str(exc)
+    packs = {"fp32": [], "int8": []}
+    kept, skipped = [], []
+    for start in range(0, len(items), GATE_CHUNK):
+        chunk, frames, masks = items[start:start + GATE_CHUNK], [], []
+        for item in chunk:
+            try:
+                clip, mask = fp32.load_video(item.path)
+            except VideoError as exc:
+                skipped.append((str(item.path), exc.reason))
+                warn(f"warning: skipping unreadable held-out video {item.path}: {exc.reason}")
+                continue
+            frames.append(clip)
+            masks.append(mask)
+            kept.append(item)
+        if frames:
+            frames, masks = np.stack(frames), np.stack(masks)
+            packs["fp32"].append(fp32.encode_video(frames, masks))
+            packs["int8"].append(int8.encode_video(frames, masks))
+        log(f"[int8 gate] encoded {len(kept)}/{len(items)} held-out videos")
+    if not kept:
+        raise CalibrationDataError(f"none of the {len(items)} held-out videos could be decoded")
+    video = {p: {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} for p, chunks in packs.items()}
+    texts = [c for item in kept for c in item.captions]
+    owners = np.array([i for i, item in enumerate(kept) for _ in item.captions])
+    retrieval = {}
+    for name, runtime in (("fp32", fp32), ("int8", int8)):
+        scores = runtime.score(runtime.encode_text(texts), video[name])
+        retrieval[name] = multi_caption_metrics(scores, owners)
+    return {"cosine": cosine_report(video["fp32"], video["int8"]), "retrieval": retrieval,
+            "videos": len(kept), "captions": len(texts), "skipped": skipped, "self_check": self_check,
+            "backend": int8.backend_name}
+
+
+def _checks(structure: dict, held: dict, gate: GateThresholds, golden: dict, tolerance: float) -> list[dict]:
+    checks = [{"check": "Q/DQ only around MatMul/Gemm/Conv, zero points 0, per-channel weights",
+               "value": f"{len(structure['problems'])} problem(s)", "threshold": "0",
+               "passed": not structure["problems"],
+               "detail": "; ".join(structure["problems"][:5]) + (" ..." if len(structure["problems"]) > 5 else "")}]
+    for name, c in held["cosine"].items():
+        checks.append({"check": f"cosine {name} mean", "value": round(c["mean"], 6),
+                       "threshold": f">= {gate.min_mean_cosine}", "passed": c["mean"] >= gate.min_mean_cosine})
+        checks.append({"check": f"cosine {name} worst clip", "value": round(c["min"], 6),
+                       "threshold": f">= {gate.min_clip_cosine}", "passed": c["min"] >= gate.min_clip_cosine})
+    r32, r8 = held["retrieval"]["fp32"]["t2v"], held["retrieval"]["int8"]["t2v"]
+    for k, limit in (("R@1", gate.max_r1_drop), ("R@5", gate.max_r5_drop)):
+        drop = r32[k] - r8[k]
+        checks.append({"check": f"t2v {k} drop (points)", "value": round(drop, 4), "threshold": f"<= {limit}",
+                       "passed": drop <= limit + 1e-9, "detail": f"fp32 {r32[k]:.2f}, int8 {r8[k]:.2f}"})
+    worst = max(golden.values()) if golden else 0.0
+    checks.append({"check": "golden self-check (max |int8 - golden|)", "value": round(worst, 6),
+                   "threshold": f"<= {tolerance}", "passed": worst <= tolerance and held["self_check"] is None,
+                   "detail": held["self_check"] or ""})
+    return checks
+
+
+def _report(checks: list[dict], header: str) -> str:
+    lines = [header]
+    for c in checks:
+        detail = f"  ({c['detail']})" if c.get("detail") else ""
+        lines.append(f"  {'ok  ' if c['passed'] else 'FAIL'}  {c['check']}: {c['value']} (threshold {c['threshold']})"
+                     f"{detail}")
+    return "\n".join(lines)
+
+
+def quantize_bundle(bundle_dir: str | Path, calib_videos: str | Path | None = None,
+                    calib_captions: str | Path | None = None, *, method: str = "minmax",
+                    max_samples: int | None = None, gate: GateThresholds = GateThresholds(),
+                    backend: str = "onnxruntime", gate_backend: str = "onnxruntime-cpu",
+                    max_gate_videos: int | None = None, force: bool = False,
+                    log: Callable[[str], None] = _stderr) -> dict:
+    """Calibrate, quantize and gate the bundle's video encoder; on success add the INT8 graphs to the bundle.
+
+    method: "minmax" (default), "entropy" or "percentile" (onnxruntime calibrators). max_samples: calibration
+    clips (default 64 for minmax, 16 for the histogram methods, which are capped at 32). backend: "onnxruntime"
+    or "modelopt" (needs `pip install nvidia-modelopt`). gate_backend: the runtime back end the gate measures
+    (ONNX Runtime on the CPU by default: the reference). max_gate_videos: use at most this many held-out videos
+    (default all). Returns the new manifest; raises GateFailed (nothing written) when a check fails.
+    """
+    t0 = time.perf_counter()
+    warn = log
+    bundle = load_bundle(bundle_dir)
+    if "fp32" not in bundle.manifest["graphs"]:
+        raise BundleError(f"{bundle.root}: INT8 is quantized from the FP32 graphs, and this bundle has none")
+    if method not in METHODS:
+        raise CalibrationError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
+    if backend not in BACKENDS:
+        raise CalibrationError(f"unknown quantization back end {backend!r}; choose from {', '.join(BACKENDS)}")
+    clips_wanted = int(max_samples) if max_samples else default_clip_count(method)
+    if clips_wanted < 1:
+        raise CalibrationError(f"max_samples must be positive, got {max_samples}")
+    if method != "minmax" and clips_wanted > MAX_HISTOGRAM_CLIPS:
+        warn(f"warning: the {method} calibrator keeps every intermediate tensor in memory; using "
+             f"{MAX_HISTOGRAM_CLIPS} clips instead of {clips_wanted}")
+        clips_wanted = MAX_HISTOGRAM_CLIPS
+
+    plan = _plan(calib_videos, calib_captions, warn)
+    if max_gate_videos:
+        plan["gate_items"] = plan["gate_items"][:max_gate_videos]
+    key = _inputs_key(bundle, plan, calib_captions, method, clips_wanted, backend, gate, max_gate_videos)
+    previous = bundle.manifest.get("validation", {}).get("int8_gate", {})
+    if not force and "int8" in bundle.manifest["graphs"] and previous.get("key") == key:
+        log(f"[int8] bundle {bundle.root} already holds an INT8 graph gated on the same inputs; nothing to do")
+        return bundle.manifest
+
+    clips = load_clips(plan["calib_paths"], bundle, clips_wanted, plan["calib_source"], warn)
+    log(f"[int8] calibrating the video encoder on {len(clips)} clips ({method}, {backend})")
+    fp32_path = bundle.graph_path("video_encoder", "fp32")
+    staging = Path(tempfile.mkdtemp(dir=bundle.root, prefix=".int8-staging-"))
+    try:
+        raw = staging / "video_encoder.int8.onnx"
+        if backend == "modelopt":
+            _quantize.quantize_with_modelopt(fp32_path, raw, clips, method=method)
+        else:
+            _quantize.quantize_graph(fp32_path, raw, CalibrationReader(clips), method=method)
+        structure = inspect_qdq(raw)
+        golden = _golden_errors(bundle, raw)
+        tolerance = float(bundle.manifest.get("golden_tolerance", {}).get("int8", DEFAULT_GOLDEN_TOLERANCE))
+
+        manifest = json.loads(json.dumps(bundle.manifest))
+        manifest["graphs"]["int8"] = dict(INT8_GRAPHS)
+        manifest["precisions"] = sorted(set(manifest.get("precisions", manifest["graphs"])) | {"int8"})
+        manifest.setdefault("golden_tolerance", {})["int8"] = tolerance
+        _stage(bundle, staging, raw, manifest)
+        log(f"[int8] gate: encoding {len(plan['gate_items'])} held-out videos with the FP32 and INT8 runtimes")
+        held = _held_out(staging, plan["gate_items"], gate_backend, warn, log)
+
+        checks = _checks(structure, held, gate, golden, tolerance)
+        small = held["captions"] < SMALL_HELD_OUT
+        if small:
+            warn(f"warning: the held-out set has {held['captions']} captions (< {SMALL_HELD_OUT}): one caption "
+                 f"is worth {100 / held['captions']:.2f} points of R@1")
+        figures = {
+            "passed": all(c["passed"] for c in checks), "key": key, "method": method, "backend": backend,
+            "gate_backend": held["backend"], "thresholds": asdict(gate), "split": plan["split"],
+            "calibration": {"source": plan["calib_source"], "clips": len(clips), "requested": clips_wanted,
+                            "candidates": len(plan["calib_paths"]), "skipped": len(clips.skipped),
+                            "skipped_files": [p for p, _ in clips.skipped[:20]],
+                            "overlap_excluded": plan["overlap_excluded"]},
+            "held_out": {"source": str(calib_captions), "videos": held["videos"], "captions": held["captions"],
+                         "skipped": len(held["skipped"]), "skipped_files": [p for p, _ in held["skipped"][:20]]},
+            "cosine": held["cosine"],
+            "retrieval": {"fp32": held["retrieval"]["fp32"], "int8": held["retrieval"]["int8"],
+                          "delta": {f"{d}_{k}": held["retrieval"]["int8"][d][k] - held["retrieval"]["fp32"][d][k]
+                                    for d in ("t2v", "v2t") for k in ("R@1", "R@5", "R@10")}},
+            "golden_max_abs_diff": golden, "golden_tolerance": tolerance,
+            "qdq": {k: v for k, v in structure.items() if k != "problems"}, "checks": checks,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        header = (f"INT8 accuracy gate {'passed' if figures['passed'] else 'FAILED'} for {bundle.root} "
+                  f"({len(clips)} calibration clips, {held['videos']} held-out videos / {held['captions']} "
+                  f"captions, {method}):")
+        report = _report(checks, header)
+        if not figures["passed"]:
+            raise GateFailed(report + "\nno INT8 graph was written; the bundle is unchanged", figures)
+        log(report)
+
+        # Commit: move the gated graph into the bundle, then the manifest that names it.
+        final = bundle.root / INT8_GRAPHS["video_encoder"]
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staged = staging / INT8_GRAPHS["video_encoder"]
+        os.replace(staged, final)
+        manifest.setdefault("validation", {})["int8_gate"] = figures
+        manifest = write_manifest(bundle.root, manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log(f"[int8] wrote {final} (bundle id {manifest['bundle_id']})")
+    return manifest
