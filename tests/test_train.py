@@ -1,0 +1,98 @@
+"""Training and evaluation CLIs end to end on a tiny synthetic split: logs, checkpoints, resume, determinism."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hbci.evaluate import main as eval_main
+from hbci.train import main as train_main
+
+pytestmark = pytest.mark.slow
+
+TINY = ["model.num_frames=4", "model.max_words=16", "model.temporal_layers=1", "model.num_segments=2",
+        "model.num_phrases=2", "model.concepts=4", "train.epochs=2", "train.batch_size=8", "train.eval_batch_size=16"]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from hbci.synth import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, seed=1, n_train=32, n_val=10, n_test=10, frames=8, size=32)
+    return root
+
+
+def run_train(synth, out, *extra):
+    return train_main(["small", f"data.root={synth}", f"train.out_dir={out}", *TINY, *extra, "--no-progress"])
+
+
+def _train_losses(run):
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss_total"]) for r in records if r["kind"] == "train"]
+
+
+def test_train_writes_log_checkpoints_plot_and_result(synth, tmp_path):
+    out = tmp_path / "run"
+    assert run_train(synth, out) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"train", "epoch", "test"} <= {r["kind"] for r in records}
+    assert sum(r["kind"] == "train" for r in records) == 2 * (32 // 8)
+    for name in ("last.pt", "best.pt", "final.pt", "curves.png", "config.json", "result.json"):
+        assert (out / name).is_file(), name
+    result = json.loads((out / "result.json").read_text())
+    assert set(result["test"]["t2v"]) >= {"R@1", "R@5", "R@10", "MdR", "MnR"}
+
+
+def test_training_is_deterministic_and_an_interrupted_run_resumes_exactly(synth, tmp_path, monkeypatch):
+    import hbci.train
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run_train(synth, a) == 0
+    calls = {"n": 0}
+    real_evaluate = hbci.train.evaluate
+
+    def interrupt_second_validation(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(hbci.train, "evaluate", interrupt_second_validation)
+    assert run_train(synth, b) == 130      # Ctrl-C during epoch 2's validation: epoch 1 is in last.pt
+    monkeypatch.setattr(hbci.train, "evaluate", real_evaluate)
+    assert run_train(synth, b) == 0        # resumes at epoch 2
+    steps_a = _train_losses(a)
+    steps_b = dict(_train_losses(b))       # the resumed epoch-2 steps overwrite the interrupted ones
+    assert [loss for _, loss in steps_a] == [steps_b[step] for step, _ in steps_a]
+
+
+def test_resume_of_a_finished_run_trains_no_more(synth, tmp_path):
+    out = tmp_path / "r"
+    assert run_train(synth, out) == 0
+    before = (out / "metrics.jsonl").read_text()
+    assert run_train(synth, out) == 0
+    new = [json.loads(line) for line in (out / "metrics.jsonl").read_text()[len(before):].splitlines()]
+    assert not any(r["kind"] == "train" for r in new)
+
+
+def test_unknown_override_is_a_clear_error(capsys, synth, tmp_path):
+    assert run_train(synth, tmp_path / "x", "train.epochz=3") == 2
+    err = capsys.readouterr().err
+    assert "train.epochz" in err and "train.epochs" in err and "Traceback" not in err
+
+
+def test_eval_cli_prints_both_directions(synth, tmp_path, capsys):
+    out = tmp_path / "e"
+    assert run_train(synth, out, "train.epochs=1") == 0
+    capsys.readouterr()
+    assert eval_main([str(out / "final.pt"), "--data", str(synth), "--split", "test"]) == 0
+    printed = capsys.readouterr().out
+    assert "t2v" in printed and "v2t" in printed and "R@1" in printed and "DSL" in printed
+
+
+def test_eval_cli_on_a_missing_checkpoint_is_a_clear_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "hbci.evaluate", str(tmp_path / "none.pt"), "--data", "x"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "checkpoint not found" in result.stderr and "Traceback" not in result.stderr
