@@ -42,3 +42,12 @@ def test_runtime_imports_without_torch(module):
            f"print(bad); sys.exit(1 if bad else 0)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ci_runs_the_readme_test_command():
+    import re
+
+    blocks = re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert len(blocks) >= 2, "README must start with the demo command and the test command"
+    assert "hbci-run --demo" in blocks[0]
+    assert blocks[1].strip() in (ROOT / ".ci" / "run").read_text()
