@@ -69,13 +69,25 @@ class DataConfig:
     val_split: str = "val"
     test_split: str = "test"
     skip_missing: bool = False           # missing videos: skip with a count, or fail
+    options: dict[str, Any] = field(default_factory=dict)  # the loader's keyword options, e.g. {"video_dir": "clips"}
+    cache_dir: str | None = None         # frame cache written by hbci-prepare; None decodes the videos directly
+    cache_fps: float = 3.0               # frames kept per second of video in the cache (a floor of 64 per video)
+    cache_short_side: int = 0            # cached frames' short side in pixels; 0 = 8/7 of the model image size
+    cache_codec: str = "jpg"             # "jpg" (quality 95, ~10x smaller) or "raw" (uint8 arrays, lossless)
+    workers: int = 0                     # decoding threads; 0 = one per CPU core (at most 16)
+
+    def __post_init__(self):
+        if self.cache_codec not in ("jpg", "raw"):
+            raise ConfigError("data: cache_codec must be 'jpg' or 'raw'")
+        if not self.cache_fps > 0 or self.cache_short_side < 0 or self.workers < 0:
+            raise ConfigError("data: cache_fps must be > 0, cache_short_side and workers >= 0")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     out_dir: str = "runs/small"
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int = 64                 # the global batch: under torchrun each process takes batch_size / world
     lr: float = 1e-3                     # learning rate of the new HBCI modules
     backbone_lr_scale: float = 1e-3      # CLIP's lr = lr * this (about 1e-3 for pretrained CLIP)
     weight_decay: float = 0.05
@@ -89,6 +101,11 @@ class TrainConfig:
     max_train_clips: int = 0             # 0 = all; a positive number trains on a prefix (smoke tests)
     shuffle_block: int = 1               # shuffle runs of this many consecutive clips together, so that hard
                                          # negatives listed next to each other share a batch (synthetic groups)
+    device: str = "auto"                 # "auto" (the GPU where one exists), "cuda" or "cpu"
+
+    def __post_init__(self):
+        if self.device not in ("auto", "cuda", "cpu"):
+            raise ConfigError("train: device must be 'auto', 'cuda' or 'cpu'")
 
 
 @dataclass(frozen=True)
@@ -112,9 +129,35 @@ def _valid_keys(cls) -> list[str]:
     return keys
 
 
+def _is_json_value(value: Any) -> bool:
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_json_value(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json_value(v) for k, v in value.items())
+    return False
+
+
+def _coerce_dict(value: Any, key: str, source: str) -> dict:
+    """A JSON object: a mapping from the config file, or a JSON string from the command line."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}: {key} must be a JSON object, got {value!r} ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: {key} must be a JSON object (a mapping), got {value!r}")
+    if not _is_json_value(value):
+        raise ConfigError(f"{source}: {key} must hold only JSON values with string keys, got {value!r}")
+    return json.loads(json.dumps(value))  # a deep copy: the frozen config never shares a mutable dict
+
+
 def _coerce(value: Any, hint, key: str, source: str):
     """Check (and for CLI strings, parse) one value against its field's type hint."""
     origin, args = get_origin(hint), get_args(hint)
+    if origin is dict or hint is dict:
+        return _coerce_dict(value, key, source)
     if origin is tuple or hint is tuple:
         if isinstance(value, str):
             value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
@@ -197,18 +240,36 @@ def load_config(path_or_name: str | Path) -> ExperimentConfig:
     return config_from_dict(values, str(path))
 
 
+def _parse_entry(raw: str):
+    """One entry of a JSON-object field given as `section.field.name=value`: JSON if it parses, else the string."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
 def apply_overrides(config: ExperimentConfig, overrides: list[str], source: str = "command line") -> ExperimentConfig:
-    """Apply `section.key=value` overrides; values are parsed with the field's type."""
+    """Apply `section.key=value` overrides; values are parsed with the field's type.
+
+    A JSON-object field takes a whole object (`data.options={"video_dir": "clips"}`) or one entry at a time
+    (`data.options.video_dir=clips`; the value is parsed as JSON when it parses, else kept as a string).
+    """
     values = config_to_dict(config)
+    sections = {f.name: get_type_hints(get_type_hints(ExperimentConfig)[f.name])
+                for f in dataclasses.fields(ExperimentConfig)}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"{source}: override {item!r} is not of the form section.key=value")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
-        if len(parts) != 2 or parts[0] not in values:
+        known = len(parts) >= 2 and parts[0] in values and parts[1] in values[parts[0]]
+        is_dict = known and get_origin(sections[parts[0]][parts[1]]) is dict
+        if not known or len(parts) > 3 or (len(parts) == 3 and not is_dict):
             raise ConfigError(f"{source}: unknown config key {key!r}; valid keys: {', '.join(_valid_keys(ExperimentConfig))}")
-        section, name = parts
-        if name not in values[section]:
-            raise ConfigError(f"{source}: unknown config key {key!r}; valid keys: {', '.join(_valid_keys(ExperimentConfig))}")
-        values[section][name] = raw
+        if len(parts) == 3:
+            values[parts[0]][parts[1]][parts[2]] = _parse_entry(raw)
+        elif is_dict:  # parsed now, so that later `section.field.name=` entries add to it
+            values[parts[0]][parts[1]] = _coerce_dict(raw, key, source)
+        else:
+            values[parts[0]][parts[1]] = raw
     return config_from_dict(values, source)

@@ -45,3 +45,32 @@ def test_invalid_choice_is_refused():
 def test_round_trip():
     cfg = load_config("small")
     assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+def test_loader_options_are_a_json_object_from_file_and_command_line(tmp_path):
+    path = tmp_path / "options.json"
+    path.write_text(json.dumps({"data": {"dataset": "msrvtt", "options": {"video_dir": "clips"}}}))
+    cfg = load_config(path)
+    assert cfg.data.options == {"video_dir": "clips"}
+    cfg = apply_overrides(cfg, ['data.options={"test_csv": "a.csv"}', "data.options.video_dir=/v",
+                                "data.options.limit=3"])
+    assert cfg.data.options == {"test_csv": "a.csv", "video_dir": "/v", "limit": 3}
+    assert config_from_dict(json.loads(json.dumps(config_to_dict(cfg)))) == cfg
+
+
+def test_loader_options_of_the_wrong_type_name_the_key():
+    for bad in (["data.options=3"], ["data.options=[1, 2]"], ["data.options={not json"]):
+        with pytest.raises(ConfigError, match="data.options"):
+            apply_overrides(load_config("small"), bad)
+    with pytest.raises(ConfigError, match="data.options"):
+        config_from_dict({"data": {"options": {"video_dir": object()}}})
+    with pytest.raises(ConfigError, match="data.skip_missing.x"):  # only a JSON-object field takes entries
+        apply_overrides(load_config("small"), ["data.skip_missing.x=1"])
+
+
+def test_config_copies_the_options_it_is_given():
+    options = {"video_dir": "clips"}
+    cfg = config_from_dict({"data": {"options": options}})
+    options["video_dir"] = "elsewhere"
+    assert cfg.data.options == {"video_dir": "clips"}
+
