@@ -1,0 +1,108 @@
+"""Training data: loader options and skip_missing from the config, [start, end] spans, and clips from the frame
+cache equal to clips decoded straight from the videos."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hbci.config import apply_overrides, load_config
+from hbci.data import load_clipset, load_items
+from hbci.prepare import prepare
+from hbci.runtime.errors import ConfigError, DatasetError
+from test_prepare import write_video
+
+
+def _csv(root: Path, rows: list[tuple], name: str = "train.csv") -> None:
+    with (root / name).open("w", newline="") as fh:
+        csv.writer(fh).writerows([("video", "caption", "start", "end"), *rows])
+
+
+def _config(root: Path, *extra: str):
+    return apply_overrides(load_config("small"), [f"data.root={root}", "data.workers=2", *extra])
+
+
+def test_loader_options_reach_the_loader(tmp_path):
+    (tmp_path / "clips").mkdir()
+    write_video(tmp_path / "clips" / "a.avi")
+    (tmp_path / "captions_msvd.json").write_text(json.dumps({"a": ["a cat", "a dog"], "b": ["x"]}))
+    (tmp_path / "mine.txt").write_text("a\n")
+    cfg = _config(tmp_path, "data.dataset=msvd", 'data.options={"list_file": "mine.txt", "video_dir": "clips"}')
+    items = load_items(cfg.data, "test")
+    assert [(i.video_id, i.captions, i.path) for i in items] == [("a", ("a cat", "a dog"), tmp_path / "clips/a.avi")]
+    with pytest.raises(ConfigError, match=r"no option\(s\) video_folder; its options: captions_json, list_file"):
+        load_items(_config(tmp_path, "data.dataset=msvd", "data.options.video_folder=clips").data, "test")
+    with pytest.raises(ConfigError, match="its options: none"):
+        load_items(_config(tmp_path, "data.options.video_dir=clips").data, "train")
+
+
+def test_skip_missing_comes_from_the_config(tmp_path):
+    write_video(tmp_path / "a.mp4")
+    _csv(tmp_path, [("a.mp4", "here", "", ""), ("gone.mp4", "missing", "", "")])
+    with pytest.raises(DatasetError, match="gone.mp4"):
+        load_items(_config(tmp_path).data, "train")
+    messages: list[str] = []
+    items = load_items(_config(tmp_path, "data.skip_missing=true").data, "train", warn=messages.append)
+    assert [i.video_id for i in items] == ["a"] and "1 of 2 videos are missing" in messages[0]
+
+
+def _levels(clips) -> np.ndarray:
+    """The grey level of every frame (frame i of the test videos is level 20 * i), -1 where padded."""
+    levels = clips.frames[:, :, 16, 16, 0].astype(int)
+    return np.where(clips.masks, levels, -1)
+
+
+def test_spans_sample_inside_the_span(tmp_path):
+    write_video(tmp_path / "a.mp4", frames=12, fps=10.0)          # frames at 0.0, 0.1, ... 1.1 s
+    _csv(tmp_path, [("a.mp4", "whole", "", ""), ("a.mp4", "middle", "0.3", "0.6")])
+    clips = load_clipset(_config(tmp_path).data, "train", 4, 32, progress=False)
+    whole, middle = _levels(clips)
+    assert np.allclose(whole, [20, 80, 140, 200], atol=5)           # sample_indices(12, 4) = 1, 4, 7, 10
+    assert np.allclose(middle, [60, 80, 100, 120], atol=5)          # frames 3..6, the span's four frames
+    assert [i.video_id for i in clips.items] == ["a", "a@0.3-0.6"]
+
+
+def test_clips_from_the_cache_equal_clips_decoded_directly(tmp_path):
+    for name, frames in (("a.mp4", 12), ("b.mp4", 30), ("c.mp4", 3)):
+        write_video(tmp_path / name, frames=frames)
+    _csv(tmp_path, [("a.mp4", "a", "", ""), ("b.mp4", "b", "", ""), ("c.mp4", "c", "", ""),
+                    ("b.mp4", "b span", "1.0", "2.0"), ("b.mp4", "b instant", "1.05", "1.06")])
+    direct = load_clipset(_config(tmp_path).data, "train", 6, 32, progress=False)
+    # Raw frames of at most 64 per video and no shrinking (the videos are smaller than the cached short side):
+    # the cache holds exactly the decoded frames, so the clips must be equal to the pixel.
+    cached_cfg = _config(tmp_path, f"data.cache_dir={tmp_path / 'cache'}", "data.cache_codec=raw",
+                         "data.val_split=", "data.test_split=")
+    prepare(cached_cfg, progress=False, warn=pytest.fail)
+    cached = load_clipset(cached_cfg.data, "train", 6, 32, progress=False)
+    assert [i.video_id for i in cached.items] == [i.video_id for i in direct.items]
+    assert np.array_equal(cached.masks, direct.masks) and np.array_equal(cached.frames, direct.frames)
+    assert isinstance(cached.frames, np.memmap)  # materialised once, shared through the page cache
+    level, *padding = _levels(cached)[4].tolist()  # 1.05-1.06 s holds no frame: the one nearest, at 1.1 s
+    assert abs(level - 220) <= 5 and padding == [-1] * 5
+    again = load_clipset(cached_cfg.data, "train", 6, 32, progress=False)
+    assert again.frames.filename == cached.frames.filename
+    assert len(list((tmp_path / "cache" / "clips").glob("*.frames.npy"))) == 1
+
+
+def test_the_cache_skips_failed_videos_and_refuses_unprepared_ones(tmp_path):
+    write_video(tmp_path / "a.mp4")
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    _csv(tmp_path, [("a.mp4", "a", "", ""), ("bad.mp4", "bad", "", "")])
+    cfg = _config(tmp_path, f"data.cache_dir={tmp_path / 'cache'}", "data.val_split=", "data.test_split=")
+    prepare(cfg, progress=False, warn=lambda m: None)
+    messages: list[str] = []
+    from hbci.data import cached_clipset
+
+    clips = cached_clipset(cfg.data, "train", load_items(cfg.data, "train"), 4, 32, progress=False,
+                           warn=messages.append)
+    assert [i.video_id for i in clips.items] == ["a"]
+    assert "1 of 2 videos of split 'train' could not be decoded by hbci-prepare" in messages[0]
+    assert str(tmp_path / "bad.mp4") in messages[0]
+    write_video(tmp_path / "new.mp4")
+    _csv(tmp_path, [("a.mp4", "a", "", ""), ("new.mp4", "new", "", "")])
+    with pytest.raises(DatasetError, match="new.mp4.*run hbci-prepare"):
+        load_clipset(cfg.data, "train", 4, 32, progress=False)
