@@ -24,22 +24,26 @@ def _cat(packs: list[dict]) -> dict:
     return {k: torch.cat([p[k] for p in packs]) for k in packs[0]}
 
 
+def _device(model: HBCI) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def encode_videos(model: HBCI, clips: ClipSet, batch_size: int = 128) -> dict:
-    packs = []
+    packs, device = [], _device(model)
     for start in range(0, len(clips), batch_size):
-        frames = frames_to_tensor(clips.frames[start:start + batch_size])
-        mask = torch.from_numpy(clips.masks[start:start + batch_size]).float()
+        frames = frames_to_tensor(clips.frames[start:start + batch_size]).to(device)
+        mask = torch.from_numpy(clips.masks[start:start + batch_size]).float().to(device)
         packs.append(model.encode_video(frames, mask))
     return _cat(packs)
 
 
 @torch.no_grad()
 def encode_texts(model: HBCI, texts: list[str], batch_size: int = 256) -> dict:
-    packs = []
+    packs, device = [], _device(model)
     for start in range(0, len(texts), batch_size):
         ids, mask = tokenize(texts[start:start + batch_size], model.config.max_words)
-        packs.append(model.encode_text(ids, mask))
+        packs.append(model.encode_text(ids.to(device), mask.to(device)))
     return _cat(packs)
 
 
@@ -54,7 +58,7 @@ def score_all(model: HBCI, text: dict, video: dict, chunk: int = 64) -> tuple[np
         fused.append(model.fuse(sims))
         for level, sim in sims.items():
             levels.setdefault(level, []).append(sim)
-    return torch.cat(fused, 1).numpy(), {lv: torch.cat(s, 1).numpy() for lv, s in levels.items()}
+    return torch.cat(fused, 1).cpu().numpy(), {lv: torch.cat(s, 1).cpu().numpy() for lv, s in levels.items()}
 
 
 def evaluate(model: HBCI, clips: ClipSet, batch_size: int = 128) -> dict:
