@@ -74,3 +74,26 @@ def test_config_copies_the_options_it_is_given():
     options["video_dir"] = "elsewhere"
     assert cfg.data.options == {"video_dir": "clips"}
 
+
+def test_every_shipped_config_loads():
+    from hbci.config import CONFIG_DIR
+
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.json") if not p.stem.startswith("hbci-"))
+    assert {"small", "msrvtt_vitb32", "msrvtt_vitb16", "didemo_vitb32", "activitynet_vitb32"} <= set(names)
+    for name in names:
+        cfg = load_config(name)
+        assert cfg.model.max_words <= 77 and cfg.train.batch_size > 0
+
+
+def test_recipes_fit_their_backbone_without_building_it():
+    import open_clip
+
+    from hbci.backbone import _check_tag, config_image_size
+    from hbci.config import CONFIG_DIR
+
+    for path in sorted(CONFIG_DIR.glob("*_vitb*.json")):
+        cfg = load_config(path)
+        _check_tag(cfg.model.backbone, cfg.model.pretrained)  # a real tag, trained with the config's activation
+        assert cfg.model.max_words <= open_clip.get_model_config(cfg.model.backbone)["text_cfg"]["context_length"]
+        assert config_image_size(cfg.model.backbone) == 224
+        assert cfg.train.batch_size % 8 == 0, "the global batch splits over 8 GPUs"
