@@ -88,8 +88,10 @@ def quantize_graph(src: str | Path, dst: str | Path, reader, *, method: str = "m
         "ActivationSymmetric": True,
         "WeightSymmetric": True,
         "QuantizeBias": False,
-        # MinMax keeps reduced min/max scalars per feed; merging every 16 feeds keeps even that list short.
-        "CalibMaxIntermediateOutputs": 16,
+        # No CalibMaxIntermediateOutputs: in onnxruntime 1.32 MinMaxCalibrater drops the collected feeds when
+        # that limit is reached without merging their ranges (with 64 clips and a limit of 16 nothing is left:
+        # "No data is collected"; with 20, the first 16 would be lost silently). MinMax needs no limit anyway:
+        # its augmented graph returns one min and one max per tensor and feed.
     }
     if method != "minmax":
         n = len(reader)
