@@ -7,10 +7,19 @@ import pytest
 
 from hbci.calibration.data import (CalibrationDataError, CalibrationReader, ClipSet, load_clips, spread,
                                    video_paths)
-from hbci.runtime.bundle import load_bundle
+from hbci.runtime.bundle import Bundle, load_bundle
 from hbci.runtime.errors import DatasetError, HbciError
+from hbci.runtime.video import CLIP_MEAN, CLIP_STD
 
 
+@pytest.fixture(scope="module")
+def facts(tmp_path_factory):
+    """The four facts calibration reads from a bundle (T, size, mean, std), without exporting a model."""
+    return Bundle(tmp_path_factory.mktemp("facts"),
+                  {"num_frames": 4, "image_size": 32, "mean": list(CLIP_MEAN), "std": list(CLIP_STD)})
+
+
+@pytest.mark.slow
 def test_feeds_equal_the_runtime_preprocessing(calib_bundle, calib_synth):
     from hbci.runtime.retriever import Retriever
 
@@ -25,7 +34,7 @@ def test_feeds_equal_the_runtime_preprocessing(calib_bundle, calib_synth):
     assert feed["frames"].dtype == np.float32 and feed["frames"].shape[1:] == (4, 3, 32, 32)
 
 
-def test_corrupt_video_is_skipped_with_a_warning_and_a_count(calib_bundle, calib_synth, tmp_path):
+def test_corrupt_video_is_skipped_with_a_warning_and_a_count(facts, calib_synth, tmp_path):
     folder = tmp_path / "videos"
     folder.mkdir()
     for path in sorted((calib_synth / "videos" / "train").glob("*.mp4"))[:3]:
@@ -33,14 +42,14 @@ def test_corrupt_video_is_skipped_with_a_warning_and_a_count(calib_bundle, calib
     (folder / "broken.mp4").write_bytes(b"\x00garbage, not a video" * 100)
     (folder / "notes.txt").write_text("not a video either; ignored by extension")
     warnings = []
-    clips = load_clips(video_paths(folder), load_bundle(calib_bundle), source=folder, warn=warnings.append)
+    clips = load_clips(video_paths(folder), facts, source=folder, warn=warnings.append)
     assert len(clips) == 3 and len(clips.skipped) == 1
     assert clips.skipped[0][0].endswith("broken.mp4")
     assert any("broken.mp4" in w for w in warnings)
     assert any("1 of 4" in w for w in warnings)
 
 
-def test_empty_folder_is_a_clear_error(tmp_path, calib_bundle):
+def test_empty_folder_is_a_clear_error(tmp_path):
     empty = tmp_path / "nothing_here"
     empty.mkdir()
     with pytest.raises(CalibrationDataError, match="nothing_here") as info:
@@ -50,13 +59,13 @@ def test_empty_folder_is_a_clear_error(tmp_path, calib_bundle):
         video_paths(tmp_path / "missing")
 
 
-def test_folder_where_nothing_decodes_is_a_clear_error(tmp_path, calib_bundle):
+def test_folder_where_nothing_decodes_is_a_clear_error(tmp_path, facts):
     folder = tmp_path / "all_broken"
     folder.mkdir()
     for i in range(2):
         (folder / f"b{i}.mp4").write_bytes(b"\x01" * 500)
     with pytest.raises(CalibrationDataError, match="all_broken.*none of the 2"):
-        load_clips(video_paths(folder), load_bundle(calib_bundle), source=folder, warn=lambda m: None)
+        load_clips(video_paths(folder), facts, source=folder, warn=lambda m: None)
 
 
 def test_captions_csv_and_split_root_sources(calib_synth):
@@ -73,8 +82,8 @@ def test_spread_covers_the_folder_then_offers_replacements():
     assert spread(3, 5) == [0, 1, 2]
 
 
-def test_reader_ranges(calib_bundle, calib_synth):
-    clips = load_clips(video_paths(calib_synth / "videos" / "train"), load_bundle(calib_bundle), max_clips=5)
+def test_reader_ranges(facts, calib_synth):
+    clips = load_clips(video_paths(calib_synth / "videos" / "train"), facts, max_clips=5)
     assert isinstance(clips, ClipSet) and len(clips) == 5
     reader = CalibrationReader(clips)
     assert len(reader) == 5 and sum(1 for _ in iter(reader.get_next, None)) == 5

@@ -7,11 +7,13 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from hbci.calibration.gate import cosine_report
 from hbci.calibration.data import CalibrationReader, load_clips, video_paths
-from hbci.calibration.quantize import (QUANTIZED_OP_TYPES, CalibrationError, inspect_qdq, quantize_graph,
-                                       quantize_with_modelopt, modelopt_available)
+from hbci.calibration.gate import cosine_report
+from hbci.calibration.quantize import (QUANTIZED_OP_TYPES, CalibrationError, inspect_qdq, modelopt_available,
+                                       quantize_graph, quantize_with_modelopt)
 from hbci.runtime.bundle import load_bundle
+
+pytestmark = pytest.mark.slow  # the session fixture exports a model
 
 
 @pytest.fixture(scope="module")
