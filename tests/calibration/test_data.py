@@ -89,3 +89,15 @@ def test_reader_ranges(facts, calib_synth):
     assert len(reader) == 5 and sum(1 for _ in iter(reader.get_next, None)) == 5
     reader.set_range(1, 3)
     assert sum(1 for _ in iter(reader.get_next, None)) == 2
+
+
+@pytest.mark.parametrize("module", ["hbci.calibration", "hbci.calibration.data", "hbci.calibration.quantize",
+                                    "hbci.calibration.gate"])
+def test_calibration_imports_without_torch(module):
+    import subprocess
+    import sys
+
+    code = (f"import sys, {module}; bad = [m for m in ('torch', 'open_clip', 'tensorrt') if m in sys.modules]; "
+            f"print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
