@@ -1,0 +1,55 @@
+"""Runtime test fixtures: a bundle (the shipped demo bundle, or a random-weight tiny one built with torch when the
+demo bundle is absent) and small synthetic videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hbci.runtime.demo import BUNDLE_DIR
+
+MEDIA = Path(__file__).resolve().parents[2].parent / "shared/material/media"
+
+
+def shipped_bundle() -> Path | None:
+    return BUNDLE_DIR if (BUNDLE_DIR / "manifest.json").is_file() else None
+
+
+@pytest.fixture(scope="session")
+def runtime_bundle(tmp_path_factory) -> Path:
+    """A bundle for runtime tests: the shipped demo bundle when present (fast, no torch), else a random tiny one."""
+    if shipped_bundle() is not None:
+        return BUNDLE_DIR
+    torch = pytest.importorskip("torch", reason="no shipped demo bundle, and no torch to build a test bundle")
+    from hbci.checkpoint import save_checkpoint
+    from hbci.config import ExperimentConfig, ModelConfig
+    from hbci.export.bundle import build_bundle
+    from hbci.model import HBCI
+
+    cfg = ModelConfig(num_frames=4, max_words=16, temporal_layers=1, num_segments=2, num_phrases=2, concepts=4)
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("runtime-bundle")
+    save_checkpoint(root / "tiny.pt", ExperimentConfig(model=cfg), HBCI(cfg))
+    build_bundle(root / "tiny.pt", root / "bundle", ("fp32",))
+    return root / "bundle"
+
+
+@pytest.fixture(scope="session")
+def trained_bundle() -> Path:
+    """The shipped demo bundle, trained and calibrated: needed where detections must be right."""
+    if shipped_bundle() is None:
+        pytest.skip(f"the demo bundle is not shipped at {BUNDLE_DIR} (scripts/build_demo_bundle.sh)")
+    return BUNDLE_DIR
+
+
+@pytest.fixture(scope="session")
+def stream_video(tmp_path_factory):
+    """A 13 s synthetic stream at 8 fps: idle, a clip, idle, a clip, idle. Returns (path, segments)."""
+    from hbci.synth import make_stream, random_spec
+
+    rng = np.random.default_rng(1)
+    path = tmp_path_factory.mktemp("stream") / "stream.mp4"
+    segments = make_stream(path, [2.0, random_spec(rng), 3.0, random_spec(rng), 2.0], 8.0, 64, rng)
+    return path, segments

@@ -1,0 +1,166 @@
+"""Tests for runtime/monitor.py: the window grid and its sampling (equal to the training loader's clip), EMA
+smoothing, hysteresis events, live skipping, short files, thresholds from the manifest; then end to end."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from hbci.runtime.errors import ConfigError, QueryError
+from hbci.runtime.monitor import Monitor, default_thresholds
+from hbci.runtime.sources import Frame, open_source
+from hbci.runtime.video import load_clip
+from hbci.synth import random_spec, render_clip, write_video
+
+
+class FakeRetriever:
+    """Scores come from a script: window w scores script[w] (one value per query)."""
+
+    def __init__(self, script=None, num_frames=4, image_size=8, manifest=None):
+        self.script = [np.atleast_1d(np.asarray(s, float)) for s in (script or [])]
+        self.bundle = SimpleNamespace(num_frames=num_frames, image_size=image_size,
+                                      manifest=manifest if manifest is not None else {})
+        self.bundle_id = "fake"
+        self.calls, self.encoded = 0, []
+
+    def encode_text(self, texts):
+        self.calls += 1
+        return {"n": np.arange(len(texts))}
+
+    def encode_video(self, frames, mask):
+        self.encoded.append((frames, mask))
+        start = sum(len(f) for f, _ in self.encoded[:-1])
+        return {"w": np.arange(start, start + len(frames))}
+
+    def score(self, text, video):
+        return np.stack([self.script[w] for w in video["w"]], axis=1)
+
+
+class FakeSource:
+    def __init__(self, n, fps=8.0, live=False, pending=0, size=16):
+        self.frames = [Frame(i, i / fps, np.full((size, size, 3), i % 256, np.uint8), float(i)) for i in range(n)]
+        self.live, self.realtime, self.name, self._pending = live, live, "fake", pending
+
+    def __iter__(self):
+        return iter(self.frames)
+
+    def pending(self):
+        return self._pending
+
+
+def test_window_grid_covers_the_stream():
+    m = Monitor(FakeRetriever(), ["q"], window=3.0, stride=0.5, threshold_on=1.0)
+    windows = [w for batch in m.windows(FakeSource(8 * 13)) for w in batch]  # 13 s at 8 fps
+    assert [w.index for w in windows] == list(range(21))
+    assert [(w.start, w.end) for w in windows[:2]] == [(0.0, 2.875), (0.5, 3.375)]
+    assert windows[-1].end == pytest.approx(12.875)  # the last window ends at the last frame
+    assert all(w.count == 24 and w.mask.all() for w in windows)
+
+
+def test_window_over_a_clip_equals_the_training_clip(tmp_path):
+    """A 3 s window laid over a 24-frame 8 fps clip holds exactly the frames load_clip gives training."""
+    spec = random_spec(np.random.default_rng(5))
+    path = write_video(tmp_path / "clip.mp4", render_clip(spec, 24, 64), 8.0)
+    retriever = FakeRetriever(num_frames=12, image_size=32)
+    m = Monitor(retriever, ["q"], window=3.0, stride=0.5, threshold_on=1.0)
+    with open_source("file", path) as src:
+        windows = [w for batch in m.windows(src) for w in batch]
+    expected, mask = load_clip(path, 12, 32)
+    assert len(windows) == 1 and windows[0].mask.all() and mask.all()
+    np.testing.assert_array_equal(windows[0].frames, expected)  # exact, not approximately
+
+
+def test_short_stream_gives_one_masked_window():
+    m = Monitor(FakeRetriever([[0.0]], num_frames=4), ["q"], window=3.0, threshold_on=1.0)
+    windows = [w for batch in m.windows(FakeSource(3)) for w in batch]
+    assert len(windows) == 1 and windows[0].count == 3
+    assert windows[0].mask.tolist() == [True, True, True, False] and not windows[0].frames[3].any()
+
+
+def test_hysteresis_events_and_their_extent():
+    raw = [0.0, 0.6, 0.5, 0.35, 0.2, 0.7, 0.7]
+    m = Monitor(FakeRetriever([[r] for r in raw]), ["q"], window=1.0, stride=1.0, threshold_on=0.5,
+                threshold_off=0.3, batch=3)
+    events = list(m.run(FakeSource(8 * 7)))  # 7 s: windows 0..6
+    kinds = [(e["event"], e["id"], e["time"]) for e in events]
+    assert kinds == [("start", 0, 1.875), ("end", 0, 4.875), ("start", 1, 5.875), ("end", 1, 6.875)]
+    first_end = events[1]
+    assert (first_end["window_start"], first_end["window_end"]) == (1.0, 3.875)  # windows 1..3 were >= off
+    assert first_end["reason"] == "below_threshold" and first_end["peak_raw_score"] == 0.6
+    assert (first_end["peak_window_start"], first_end["peak_window_end"]) == (1.0, 1.875)
+    assert events[3]["reason"] == "stream_end"
+    assert all(e["bundle_id"] == "fake" and e["query"] == "q" and e["source"] == "fake" for e in events)
+    assert "wall_time" not in events[0]
+    assert m.retriever.calls == 1  # queries encoded once
+    assert m.stats.windows == 7 and m.stats.events == 2
+
+
+def test_each_query_has_its_own_state():
+    raw = [[0.9, 0.0], [0.9, 0.9], [0.0, 0.9]]
+    m = Monitor(FakeRetriever(raw), ["a", "b"], window=1.0, stride=1.0, threshold_on=0.5, threshold_off=0.5)
+    events = list(m.run(FakeSource(8 * 3)))
+    assert [(e["event"], e["query"]) for e in events] == [("start", "a"), ("start", "b"), ("end", "a"),
+                                                           ("end", "b")]
+
+
+def test_ema_smoothing():
+    raw = [1.0, 0.0, 0.0, 1.0]
+    m = Monitor(FakeRetriever([[r] for r in raw]), ["q"], window=1.0, stride=1.0, smoothing=0.5,
+                threshold_on=10.0)
+    list(m.run(FakeSource(8 * 4)))
+    expected = 1.0
+    for r in raw[1:]:
+        expected = 0.5 * expected + 0.5 * r
+    assert m.scores[0] == pytest.approx(expected)
+
+
+def test_live_source_skips_to_the_newest_window():
+    m = Monitor(FakeRetriever([[0.0]] * 100), ["q"], window=1.0, stride=0.25, threshold_on=1.0)
+    batches = list(m.windows(FakeSource(8 * 10, live=True, pending=0)))
+    assert all(len(b) == 1 for b in batches)
+    behind = Monitor(FakeRetriever([[0.0]] * 100), ["q"], window=1.0, stride=0.25, threshold_on=1.0)
+    batches = list(behind.windows(FakeSource(8 * 10, live=True, pending=5)))  # always behind: only the end
+    assert len(batches) == 1 and behind.stats.windows_skipped > 0
+
+
+def test_thresholds_default_to_the_manifest_and_are_checked():
+    stats = {"score_stats": {"threshold": {"on": 0.4, "off": 0.3, "f1": 0.9}}}
+    assert default_thresholds(stats) == (0.4, 0.3) and default_thresholds({}) is None
+    m = Monitor(FakeRetriever(manifest=stats), ["q"])
+    assert (m.threshold_on, m.threshold_off) == (0.4, 0.3)
+    with pytest.raises(ConfigError, match="calibrated"):
+        Monitor(FakeRetriever(), ["q"])
+    with pytest.raises(ConfigError, match="must not exceed"):
+        Monitor(FakeRetriever(), ["q"], threshold_on=0.2, threshold_off=0.3)
+    with pytest.raises(ConfigError):
+        Monitor(FakeRetriever(), ["q"], threshold_on=0.2, smoothing=1.0)
+    with pytest.raises(ConfigError):
+        Monitor(FakeRetriever(), ["q"], threshold_on=0.2, stride=0)
+    with pytest.raises(QueryError):
+        Monitor(FakeRetriever(), [], threshold_on=0.2)
+
+
+def test_end_to_end_scores_equal_the_retriever_on_the_same_frames(runtime_bundle, stream_video):
+    """The monitor's raw scores are exactly Retriever.score of its windows (nothing else in between)."""
+    from hbci.runtime.retriever import Retriever
+
+    path, segments = stream_video
+    retriever = Retriever.load(runtime_bundle, precision=_precision(runtime_bundle))
+    queries = [s.caption for s in segments]
+    m = Monitor(retriever, queries, window=3.0, stride=1.0, threshold_on=1e9, batch=4)
+    with open_source("file", path) as src:
+        windows = [w for batch in m.windows(src) for w in batch]
+    with open_source("file", path) as src:
+        list(m.run(src))
+    last = windows[-1]
+    direct = retriever.score(retriever.encode_text(queries), retriever.encode_video(last.frames, last.mask))
+    np.testing.assert_allclose(m.raw_scores, direct[:, 0], atol=1e-5)
+
+
+def _precision(bundle) -> str:
+    from hbci.runtime.bundle import load_bundle
+
+    precisions = load_bundle(bundle, verify_hashes=False).precisions
+    return "fp32" if "fp32" in precisions else precisions[0]
