@@ -1,0 +1,330 @@
+"""`hbci-run`: watch a camera, a video file or a stream for text queries; alerts as JSON lines on stdout.
+
+    hbci-run --demo                                        # the shipped demo: no torch, a few seconds
+    hbci-run --video clip.mp4 --query "a red circle moves left"
+    hbci-run --camera 0 --query-file queries.txt --save-clips alerts/ --bundle my_bundle/
+
+stdout carries only events, one JSON object per line, flushed at once (see `hbci.runtime.monitor` for the keys);
+logs, the back end in use and the closing throughput/latency summary go to stderr.
+
+Exit codes:
+  0    the source ended (or stdout was closed by the reader of the events)
+  1    unexpected internal error (one line; the traceback with --log-level debug)
+  2    bad usage or input: arguments, queries, query files, thresholds, the bundle
+  3    a live source (camera, URL, pipeline) could not be opened, or was lost and did not come back
+  4    a video file could not be read (missing, not a video, no decodable frames)
+  5    an output failed: --save-clips folder or writer, --show without a display
+  130  stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM: both drain first (open events end with reason
+       "stopped", clips are finished, the summary is printed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+from hbci.runtime.errors import BundleError, ConfigError, HbciError, QueryError, SourceError, VideoError
+
+__all__ = ["main", "EXIT_CODES"]
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_SOURCE, EXIT_VIDEO, EXIT_OUTPUT = 0, 1, 2, 3, 4, 5
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+EXIT_CODES = {EXIT_OK: "ok", EXIT_INTERNAL: "internal error", EXIT_USAGE: "bad usage or input",
+              EXIT_SOURCE: "live source failed", EXIT_VIDEO: "video file unreadable", EXIT_OUTPUT: "output failed",
+              EXIT_SIGINT: "interrupted (SIGINT)", EXIT_SIGTERM: "terminated (SIGTERM)"}
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+log = logging.getLogger("hbci")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from hbci.runtime.backends import BACKENDS
+    from hbci.runtime.monitor import DEFAULT_SMOOTHING, DEFAULT_STRIDE, DEFAULT_WINDOW
+
+    p = argparse.ArgumentParser(prog="hbci-run", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__[__doc__.index("Exit codes"):],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", help="model bundle folder (default: the shipped demo bundle)")
+    p.add_argument("--demo", action="store_true",
+                   help="monitor the demo stream (rendered once into the cache) for the demo queries, then say "
+                        "where its known events were")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--camera", metavar="N", help="camera index")
+    src.add_argument("--video", metavar="PATH", help="video file")
+    src.add_argument("--url", help="stream URL (rtsp://, http://, ...)")
+    src.add_argument("--pipeline", metavar="STR", help="GStreamer pipeline (where OpenCV has GStreamer)")
+    p.add_argument("--realtime", action="store_true",
+                   help="pace a video file like a camera at its own frame rate, dropping frames when behind "
+                        "(default: read every frame as fast as possible, deterministic)")
+    p.add_argument("--query", action="append", default=[],
+                   help="a text query (repeat for several; they come before those of --query-file)")
+    p.add_argument("--query-file", action="append", default=[], metavar="FILE",
+                   help="UTF-8 file with one query per line; blank lines and lines starting with # are skipped")
+    p.add_argument("--window", type=float, default=DEFAULT_WINDOW, help="window span in seconds (%(default)s)")
+    p.add_argument("--stride", type=float, default=DEFAULT_STRIDE, help="seconds between windows (%(default)s)")
+    p.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING,
+                   help="EMA weight of the past score, in [0, 1) (%(default)s: no smoothing)")
+    p.add_argument("--threshold", type=float,
+                   help="alert when the smoothed score reaches this (default: the bundle's calibrated 'on')")
+    p.add_argument("--threshold-off", type=float,
+                   help="end the alert below this (default: the calibrated 'off'; with --threshold alone, "
+                        "--threshold minus the calibrated hysteresis gap)")
+    p.add_argument("--batch", type=int, default=8, help="windows per encoder call for files (live: always 1)")
+    p.add_argument("--max-fps", type=float, default=0.0, help="use at most this many frames per second (0: all)")
+    p.add_argument("--save-clips", metavar="DIR", help="write each event's frames as an mp4v file into DIR")
+    p.add_argument("--show", action="store_true", help="show the frames with scores in a window (q/Esc stops)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="graph back end (%(default)s)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="graph precision; auto: fp16 where a GPU back end exists, else fp32, else what the bundle "
+                        "has")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per graph (0: its default)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    return p
+
+
+def _read_queries(args) -> list[str]:
+    queries = [q for q in args.query]
+    for name in args.query_file:
+        try:
+            text = Path(name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise QueryError(f"--query-file {name}: cannot be read ({getattr(exc, 'strerror', None) or exc})") \
+                from None
+        lines = [line.strip() for line in text.splitlines()]
+        found = [line for line in lines if line and not line.startswith("#")]
+        if not found:
+            raise QueryError(f"--query-file {name}: holds no query")
+        queries += found
+    for q in queries:
+        if not q.strip():
+            raise QueryError("a --query is empty")
+    return queries
+
+
+def _choose_precision(bundle_dir: Path, requested: str, backend: str) -> str:
+    from hbci.runtime.bundle import load_bundle
+
+    available = load_bundle(bundle_dir, verify_hashes=False).precisions
+    if requested != "auto":
+        if requested not in available:
+            raise BundleError(f"{bundle_dir}: no {requested} graphs (has: {', '.join(available)})")
+        return requested
+    gpu = False
+    if backend != "onnxruntime-cpu":
+        import onnxruntime
+
+        gpu = bool({"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(onnxruntime.get_available_providers()))
+    # ONNX Runtime on a CPU runs FP32 faster than FP16 (most FP16 kernels are emulated with casts).
+    order = ("fp16", "fp32", "int8") if gpu else ("fp32", "fp16", "int8")
+    return next((p for p in order if p in available), available[0])
+
+
+def _settings_errors(args) -> str | None:
+    if args.window <= 0 or args.stride <= 0:
+        return "--window and --stride must be positive"
+    if not 0 <= args.smoothing < 1:
+        return "--smoothing must be in [0, 1)"
+    if args.max_fps < 0 or args.batch < 1 or args.threads < 0:
+        return "--max-fps and --threads must be >= 0 and --batch >= 1"
+    return None
+
+
+class _Stopper:
+    """SIGINT/SIGTERM: the first signal asks for a drain; a second SIGINT interrupts for real."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.signal: int | None = None
+        self.source = None
+
+    def __call__(self, signum, frame) -> None:
+        self.signal = self.signal or signum
+        self.event.set()
+        if self.source is not None:
+            self.source.interrupt()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self)
+        signal.signal(signal.SIGTERM, self)
+
+
+def _emit(event: dict) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def _summary(monitor, source, started: float) -> str:
+    s = monitor.stats.summary()
+    wl, el = s["window_latency_s"], s["event_latency_s"]
+    parts = [f"{s['frames']} frames, {s['windows']} windows ({s['windows_skipped']} skipped), {s['events']} events "
+             f"in {time.monotonic() - started:.1f} s",
+             f"{s['frames_per_s']:.1f} frames/s, {s['windows_per_s']:.1f} windows/s, "
+             f"{s['encode_ms_per_window']:.1f} ms encode+score per window"]
+    if wl:
+        parts.append(f"window latency p50 {1000 * wl['p50']:.0f} ms, p95 {1000 * wl['p95']:.0f} ms")
+    if el:
+        parts.append(f"event latency p50 {1000 * el['p50']:.0f} ms, p95 {1000 * el['p95']:.0f} ms")
+    if source is not None and (source.stats.frames_dropped or source.stats.reconnects):
+        parts.append(f"{source.stats.frames_dropped} frames dropped, {source.stats.reconnects} reconnects")
+    return "summary: " + "; ".join(parts)
+
+
+def _run(args, stopper: _Stopper) -> int:
+    from hbci.runtime.sources import open_source
+
+    problem = _settings_errors(args)
+    if problem:
+        raise ConfigError(problem)
+    queries = _read_queries(args)
+    sources = [(k, getattr(args, k)) for k in ("camera", "video", "url", "pipeline") if getattr(args, k) is not None]
+    known = None
+    if args.demo:
+        if sources:
+            raise ConfigError("--demo brings its own stream; leave out --camera/--video/--url/--pipeline")
+        from hbci.runtime.demo import DEMO_QUERIES, demo_stream
+
+        path, known = demo_stream()
+        log.info("demo stream: %s", path)
+        sources = [("video", str(path))]
+        queries = queries or list(DEMO_QUERIES)
+    if not sources:
+        raise ConfigError("give a source: --camera N, --video PATH, --url URL or --pipeline STR (or --demo)")
+    if not queries:
+        raise QueryError("give at least one --query or --query-file")
+    if args.realtime and sources[0][0] != "video":
+        log.warning("--realtime only changes video files; live sources are always real time")
+
+    from hbci.runtime.demo import BUNDLE_DIR
+
+    bundle_dir = Path(args.bundle) if args.bundle else BUNDLE_DIR
+    if not (bundle_dir / "manifest.json").is_file():
+        hint = " (the demo bundle is not installed: build it with scripts/build_demo_bundle.sh)" \
+            if not args.bundle else ""
+        raise BundleError(f"{bundle_dir}: not a model bundle{hint}")
+
+    recorder = display = None
+    if args.show:
+        from hbci.runtime.overlay import Display
+
+        display = Display()
+    kind, target = sources[0]
+    kind = {"video": "file"}.get(kind, kind)
+    # The source opens before the model loads, so a missing camera is reported within a second or two.
+    source = open_source(kind, target, realtime=args.realtime, max_fps=args.max_fps)
+    stopper.source = source
+    if stopper.event.is_set():
+        source.interrupt()
+    try:
+        from hbci.runtime.monitor import Monitor
+        from hbci.runtime.retriever import Retriever
+
+        precision = _choose_precision(bundle_dir, args.precision, args.backend)
+        retriever = Retriever.load(bundle_dir, backend=args.backend, precision=precision, threads=args.threads)
+        on, off = args.threshold, args.threshold_off
+        if on is not None and off is None:
+            from hbci.runtime.monitor import default_thresholds
+
+            calibrated = default_thresholds(retriever.bundle.manifest)
+            off = on - (calibrated[0] - calibrated[1]) if calibrated else on
+        monitor = Monitor(retriever, queries, window=args.window, stride=args.stride, smoothing=args.smoothing,
+                          threshold_on=on, threshold_off=off, batch=args.batch)
+        log.info("monitoring %s for %d quer%s: window %.2f s, stride %.2f s, smoothing %.2f, threshold on %.4f "
+                 "off %.4f", source.name, len(queries), "y" if len(queries) == 1 else "ies", args.window,
+                 args.stride, args.smoothing, monitor.threshold_on, monitor.threshold_off)
+        if args.save_clips:
+            from hbci.runtime.clips import ClipRecorder
+
+            # Frames are kept for a window plus the windows a batch reads ahead of the newest scored one.
+            ahead = 1 if source.realtime else args.batch
+            recorder = ClipRecorder(args.save_clips, keep_seconds=args.window + ahead * args.stride + 1.0,
+                                    fps=source.fps)
+
+        def on_frame(frame) -> None:
+            if recorder is not None:
+                recorder.add_frame(frame)
+            if display is not None and not display.show(frame, monitor):
+                stopper.event.set()
+                source.interrupt()
+
+        started = time.monotonic()
+        events = []
+        try:
+            on_window = (lambda window: recorder.advance(window.end)) if recorder is not None else None
+            for event in monitor.run(source, stop=stopper.event, on_frame=on_frame, on_window=on_window):
+                if recorder is not None:
+                    event = recorder.handle(event)
+                if known is not None:
+                    events.append(event)
+                _emit(event)
+        finally:
+            if recorder is not None:
+                recorder.close()
+            print(_summary(monitor, source, started), file=sys.stderr, flush=True)
+        if known is not None:
+            from hbci.runtime.demo import report_lines
+
+            for line in report_lines(events, known, queries, min_overlap=args.window / 2):
+                print(line, file=sys.stderr)
+    finally:
+        source.close()
+        if display is not None:
+            display.close()
+    if stopper.signal is not None:
+        return EXIT_SIGTERM if stopper.signal == signal.SIGTERM else EXIT_SIGINT
+    return EXIT_OK
+
+
+def _exit_code(exc: HbciError) -> int:
+    from hbci.runtime.clips import OutputError
+
+    if isinstance(exc, SourceError):
+        return EXIT_SOURCE
+    if isinstance(exc, VideoError):
+        return EXIT_VIDEO
+    if isinstance(exc, OutputError):
+        return EXIT_OUTPUT
+    return EXIT_USAGE  # BundleError, QueryError, ConfigError, and any other user-caused error
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)  # argparse exits with 2 on bad usage
+    level = getattr(logging, args.log_level.upper())
+    logging.basicConfig(stream=sys.stderr, level=level, format="hbci-run %(levelname)s: %(message)s")
+    import cv2
+
+    if args.log_level != "debug":
+        # OpenCV's own warnings ("can't open camera by index") would duplicate our one-line errors.
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    stopper = _Stopper()
+    stopper.install()
+    try:
+        return _run(args, stopper)
+    except HbciError as exc:
+        print(f"hbci-run: error: {exc}", file=sys.stderr)
+        return _exit_code(exc)
+    except BrokenPipeError:
+        # The reader of the events went away (`hbci-run ... | head -1`): stop quietly.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps Python's exit-time flush from failing)
+        return EXIT_OK
+    except KeyboardInterrupt:  # a second Ctrl-C while draining
+        print("hbci-run: interrupted", file=sys.stderr)
+        return EXIT_SIGINT
+    except Exception as exc:  # the one place that turns a bug into one line and exit 1
+        if args.log_level == "debug":
+            traceback.print_exc()
+        print(f"hbci-run: internal error: {type(exc).__name__}: {exc} (run with --log-level debug for details)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
