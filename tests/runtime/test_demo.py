@@ -1,0 +1,75 @@
+"""The shipped demo bundle detects known events: `hbci-run` on a synthetic stream with known event times alerts
+over those times and nowhere else, and `hbci-run --demo` says so. Needs the trained demo bundle (the numbers
+are its, not any bundle's)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hbci.runtime.demo import DEMO_QUERIES, demo_stream, occurrences
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, trained_bundle):
+    return demo_stream(tmp_path_factory.mktemp("demo-cache"))
+
+
+def test_demo_stream_is_cached_and_deterministic(demo, tmp_path):
+    path, known = demo
+    again = demo_stream(path.parent)
+    assert again == demo
+    other, known_other = demo_stream(tmp_path)
+    assert known_other == known and other.read_bytes() == path.read_bytes()
+
+
+def test_alerts_cover_the_known_events_and_nothing_else(trained_bundle, demo):
+    path, known = demo
+    query = DEMO_QUERIES[0]
+    truths, _ = occurrences(query, known)
+    assert len(truths) == 2
+    result = subprocess.run([sys.executable, "-m", "hbci.runtime.cli", "--bundle", str(trained_bundle), "--video",
+                             str(path), "--query", query, "--query", DEMO_QUERIES[1]],
+                            capture_output=True, text=True, env=ENV, timeout=120)
+    assert result.returncode == 0, result.stderr
+    ends = [e for e in map(json.loads, result.stdout.splitlines()) if e["event"] == "end"]
+    assert all(e["query"] == query for e in ends), "the distractor query must not fire"
+    assert len(ends) == len(truths)
+    for event, truth in zip(ends, truths):
+        # the alert's windows lie over the clip: it starts within a stride of the clip and ends inside it
+        assert truth.start - 0.5 <= event["window_start"] <= truth.start + 0.5
+        assert truth.start < event["window_end"] <= truth.end
+        assert event["peak_window_start"] == pytest.approx(truth.start, abs=0.5)
+
+
+def test_hbci_run_demo(tmp_path, trained_bundle):
+    result = subprocess.run([sys.executable, "-m", "hbci.runtime.cli", "--demo"], capture_output=True, text=True,
+                            env={**ENV, "HBCI_CACHE": str(tmp_path)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"query '{DEMO_QUERIES[0]}': 2 occurrence(s), 2 alert(s)" in result.stderr
+    assert "2/2 found, 0 false alert(s)" in result.stderr
+    assert f"query '{DEMO_QUERIES[1]}': 0 occurrence(s), 0 alert(s)" in result.stderr
+    assert list(tmp_path.glob("demo/demo-*.mp4"))
+
+
+def test_package_data_ships_every_bundle_file(trained_bundle):
+    """pyproject's package-data globs for hbci.runtime.demo cover every file the manifest names (the wheel test
+    checks modules only)."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "hbci.runtime.demo" in config["packages"]
+    shipped = {p for pattern in config["package-data"]["hbci.runtime.demo"]
+               for p in (root / "runtime" / "demo").glob(pattern)}
+    manifest = json.loads((trained_bundle / "manifest.json").read_text())
+    needed = {trained_bundle / rel for rel in manifest["files"]} | {trained_bundle / "manifest.json"}
+    assert needed <= shipped, sorted(str(p) for p in needed - shipped)
