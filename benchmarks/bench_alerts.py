@@ -1,0 +1,204 @@
+"""Alert precision and recall of the live monitor on held-out synthetic streams with distractors.
+
+    python benchmarks/bench_alerts.py                       # the shipped demo bundle, default thresholds
+    python benchmarks/bench_alerts.py --bundle B --streams 20 --seed 1000 --json out.json
+
+Each stream (`hbci.synth.make_stream`, seeded by (--seed, stream number), so never the training, validation or
+test clips) holds --clips random clips separated by 2-6 s of idle filler (static shapes). Per stream the monitor
+watches, all at once:
+  * positive queries: each clip's own caption (it occurs at that clip);
+  * hard negatives: for each clip, a caption of one of its variants (motion reversed, order swapped, colours
+    swapped) that does not occur anywhere in the stream;
+  * unrelated queries: captions of fresh random clips that do not occur in the stream.
+An alert (an event's extent, [window_start, window_end]) is a true positive when it overlaps an occurrence of
+its query by at least half a window; otherwise a false positive, except over an ambiguous clip that contains the
+query's events and more (a one-event query inside a two-event clip), where it is not counted. Precision =
+TP / (TP + FP); recall = occurrences found / occurrences. No torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hbci.runtime.alerts import alerts_from_events, match_alerts
+from hbci.runtime.demo import BUNDLE_DIR, known_clip, occurrences
+from hbci.runtime.monitor import DEFAULT_SMOOTHING, DEFAULT_STRIDE, DEFAULT_WINDOW, Monitor
+from hbci.runtime.retriever import Retriever
+from hbci.runtime.sources import open_source
+from hbci.synth import caption, describe, labelled_variants, make_stream, random_spec
+
+KINDS = ("positive", "hard_negative", "unrelated")
+
+
+def stream_case(folder: Path, seed: int, index: int, clips: int, fps: float, size: int):
+    """Render one stream; return (path, known clips, [(query, kind)])."""
+    rng = np.random.default_rng([seed, index])
+    specs, seen = [], set()
+    while len(specs) < clips:
+        spec = random_spec(rng)
+        if describe(spec) not in seen:
+            specs.append(spec)
+            seen.add(describe(spec))
+    segments: list = [float(rng.uniform(2, 6))]
+    for spec in specs:
+        segments += [spec, float(rng.integers(2 * fps, 6 * fps + 1)) / fps]
+    path = folder / f"stream-{seed}-{index}.mp4"
+    found = make_stream(path, segments, fps, size, rng)
+    known = [known_clip(s) for s in found]
+    queries = [(s.caption, "positive") for s in found]
+    for spec in specs:
+        options = [v for _, v in labelled_variants(spec) if describe(v) not in seen]
+        if options:
+            variant = options[int(rng.integers(len(options)))]
+            queries.append((caption(variant, rng), "hard_negative"))
+    while sum(kind == "unrelated" for _, kind in queries) < max(1, clips // 2):
+        spec = random_spec(rng)
+        if describe(spec) not in seen:
+            queries.append((caption(spec, rng), "unrelated"))
+    return path, known, queries
+
+
+class ReplayRetriever:
+    """Stands in for a Retriever on a second pass: the same windows get the scores recorded on the first pass,
+    so thresholds can be swept without encoding anything again (the Monitor's own event logic runs)."""
+
+    def __init__(self, retriever: Retriever, scores: np.ndarray):
+        self.bundle, self.bundle_id, self._scores, self._next = retriever.bundle, retriever.bundle_id, scores, 0
+
+    def encode_text(self, texts):
+        return {}
+
+    def encode_video(self, frames, mask):
+        first, self._next = self._next, self._next + len(frames)
+        return {"windows": np.arange(first, self._next)}
+
+    def score(self, text, video):
+        return self._scores[:, video["windows"]]
+
+
+def record_streams(retriever: Retriever, folder: Path, streams: int, seed: int, clips: int, window: float,
+                   stride: float, fps: float = 8.0, size: int = 64, log=print) -> list[dict]:
+    """Render the streams and score every window against every query once."""
+    cases = []
+    for index in range(streams):
+        path, known, queries = stream_case(folder, seed, index, clips, fps, size)
+        monitor = Monitor(retriever, [q for q, _ in queries], window=window, stride=stride, threshold_on=1e9)
+        rows = []
+        with open_source("file", path) as source:
+            for _ in monitor.run(source, on_window=lambda w: rows.append(monitor.raw_scores.copy())):
+                pass
+        cases.append({"path": path, "known": known, "queries": queries, "scores": np.stack(rows, axis=1),
+                      "stats": monitor.stats.summary()})
+        log(f"stream {index + 1}/{streams}: {len(known)} clips, {len(queries)} queries, {len(rows)} windows")
+    return cases
+
+
+def evaluate(retriever: Retriever, cases: list[dict], window: float, stride: float, smoothing: float,
+             threshold_on: float | None, threshold_off: float | None) -> dict:
+    """Alert precision / recall over recorded streams at one setting."""
+    totals = {k: {"tp": 0, "fp": 0, "ignored": 0, "found": 0, "occurrences": 0, "queries": 0} for k in KINDS}
+    for case in cases:
+        queries = case["queries"]
+        monitor = Monitor(ReplayRetriever(retriever, case["scores"]), [q for q, _ in queries], window=window,
+                          stride=stride, smoothing=smoothing, threshold_on=threshold_on,
+                          threshold_off=threshold_off)
+        with open_source("file", case["path"]) as source:
+            alerts = alerts_from_events(list(monitor.run(source)))
+        for text, kind in queries:
+            truths, ambiguous = occurrences(text, case["known"])
+            result = match_alerts(alerts.get(text, []), truths, window / 2, ambiguous)
+            for key, value in result.items():
+                totals[kind][key] += value
+            totals[kind]["queries"] += 1
+    tp = sum(t["tp"] for t in totals.values())
+    fp = sum(t["fp"] for t in totals.values())
+    found = totals["positive"]["found"]
+    occurrences_ = totals["positive"]["occurrences"]
+    precision = tp / max(tp + fp, 1)
+    recall = found / max(occurrences_, 1)
+    easy_fp = totals["positive"]["fp"] + totals["unrelated"]["fp"]
+    return {"window": window, "stride": stride, "smoothing": smoothing, "threshold_on": monitor.threshold_on,
+            "threshold_off": monitor.threshold_off, "precision": precision, "recall": recall,
+            "precision_without_hard_negatives": tp / max(tp + easy_fp, 1),
+            "f1": 2 * precision * recall / max(precision + recall, 1e-12), "tp": tp, "fp": fp,
+            "ignored": sum(t["ignored"] for t in totals.values()), "by_kind": totals}
+
+
+def _print_result(result: dict) -> None:
+    k = result["by_kind"]
+    print(f"alerts: precision {result['precision']:.3f}  recall {result['recall']:.3f}  F1 {result['f1']:.3f}  "
+          f"(TP {result['tp']}, FP {result['fp']}, not counted over ambiguous clips {result['ignored']})")
+    print(f"  precision without the hard-negative queries: {result['precision_without_hard_negatives']:.3f}")
+    for kind in KINDS:
+        t = k[kind]
+        extra = f", {t['found']}/{t['occurrences']} occurrences found" if kind == "positive" else ""
+        print(f"  {kind:13s} {t['queries']:4d} queries: {t['tp']} true, {t['fp']} false alerts{extra}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", default=str(BUNDLE_DIR))
+    ap.add_argument("--precision", default=None, help="default: fp32 if the bundle has it, else its first")
+    ap.add_argument("--streams", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=1000, help="stream seeds: (seed, 0..streams-1)")
+    ap.add_argument("--clips", type=int, default=8, help="clips per stream")
+    ap.add_argument("--window", type=float, default=DEFAULT_WINDOW)
+    ap.add_argument("--stride", type=float, default=DEFAULT_STRIDE)
+    ap.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING)
+    ap.add_argument("--threshold", type=float, help="default: the bundle's calibrated 'on'")
+    ap.add_argument("--threshold-off", type=float, help="default: the bundle's calibrated 'off'")
+    ap.add_argument("--sweep", action="store_true",
+                    help="also print precision/recall over a range of 'on' thresholds and smoothings (the same "
+                         "recorded scores; off keeps the calibrated gap below on)")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args(argv)
+
+    from hbci.runtime.bundle import load_bundle
+    from hbci.runtime.monitor import default_thresholds
+
+    precisions = load_bundle(args.bundle, verify_hashes=False).precisions
+    precision = args.precision or ("fp32" if "fp32" in precisions else precisions[0])
+    retriever = Retriever.load(args.bundle, precision=precision)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="hbci-bench-alerts-") as tmp:
+        cases = record_streams(retriever, Path(tmp), args.streams, args.seed, args.clips, args.window, args.stride,
+                               log=lambda m: print(m, file=sys.stderr))
+        result = evaluate(retriever, cases, args.window, args.stride, args.smoothing, args.threshold,
+                          args.threshold_off)
+        print(f"bundle {retriever.bundle_id} ({precision}), {args.streams} streams x {args.clips} clips (seeds "
+              f"({args.seed}, 0..{args.streams - 1})), window {args.window} s, stride {args.stride} s, smoothing "
+              f"{args.smoothing}, thresholds on {result['threshold_on']:.4f} / off {result['threshold_off']:.4f}")
+        _print_result(result)
+        sweep = []
+        if args.sweep:
+            calibrated = default_thresholds(retriever.bundle.manifest) or (result["threshold_on"],) * 2
+            gap = calibrated[0] - calibrated[1]
+            print("sweep: on     smoothing  precision  recall  F1     false alerts (hard negative / unrelated / "
+                  "positive queries elsewhere)")
+            for smoothing in (0.0, 0.3, 0.6):
+                for on in np.round(np.arange(0.70, 0.881, 0.02), 3):
+                    r = evaluate(retriever, cases, args.window, args.stride, smoothing, float(on), float(on) - gap)
+                    sweep.append(r)
+                    k = r["by_kind"]
+                    print(f"       {on:.3f}  {smoothing:.1f}        {r['precision']:.3f}      {r['recall']:.3f}   "
+                          f"{r['f1']:.3f}  {k['hard_negative']['fp']} / {k['unrelated']['fp']} / "
+                          f"{k['positive']['fp']}")
+    windows = sum(c["stats"]["windows"] for c in cases)
+    encode = sum(c["stats"]["encode_ms_per_window"] * c["stats"]["windows"] for c in cases) / max(windows, 1)
+    result.update(bundle_id=retriever.bundle_id, precision_graphs=precision, streams=args.streams, seed=args.seed,
+                  clips_per_stream=args.clips, windows=windows, encode_ms_per_window=encode,
+                  seconds=round(time.perf_counter() - start, 1), sweep=sweep)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
