@@ -106,3 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.split}: {result['n_videos']} videos, {result['n_captions']} captions")
     print(json.dumps(result, indent=1) if args.json else report(result))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
