@@ -43,6 +43,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; bundles are read by service accounts too
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
