@@ -21,6 +21,7 @@ import os
 import re
 import sys
 import time
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -548,7 +549,9 @@ def generate(
         meta_splits[split], csv_rows[split] = entries, rows
 
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+        # spawn, not fork: forking a process whose thread pools (OpenMP, torch) are running can deadlock.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
             list(pool.map(_render_and_write, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
     else:
         for job in jobs:
