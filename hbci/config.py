@@ -174,22 +174,15 @@ def _coerce(value: Any, hint, key: str, source: str):
             return value.lower() in ("true", "1")
         if isinstance(value, bool):
             return value
-    elif hint is int:
+    elif hint in (int, float):
+        # A CLI string is parsed; a JSON number is accepted (an int where a float is wanted, never a bool).
         if isinstance(value, str):
             try:
-                return int(value)
+                return hint(value)
             except ValueError:
                 pass
-        elif isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        elif isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool):
+            return hint(value)
     elif hint is str:
         if isinstance(value, str):
             return value
