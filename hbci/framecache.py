@@ -33,7 +33,7 @@ import numpy as np
 from hbci.runtime.errors import ConfigError, VideoError
 # The runtime reader's private helpers: the same opening (auto-orientation, errors that name the file), colour
 # conversion and frame timing as `load_clip`, so cached frames are the frames the runtime would decode.
-from hbci.runtime.video import _count_and_times, _frame_times, _open, _to_rgb, sample_indices
+from hbci.runtime.video import frame_times, read_indices, sample_indices
 
 __all__ = ["FORMAT", "MIN_FRAMES", "JPEG_QUALITY", "CacheSpec", "FrameCache", "default_short_side",
            "rate_indices", "span_indices", "decode_video", "read_span", "Entry"]
@@ -94,36 +94,12 @@ def span_indices(times: np.ndarray, start: float | None, end: float | None) -> n
 
 def _timestamps(path: str | Path) -> tuple[np.ndarray, str]:
     """Every decodable frame's time in seconds, and where the times came from."""
-    n, pos_ms, fps = _count_and_times(path)
-    if n == 0:
+    times = frame_times(path)
+    if len(times) == 0:
         raise VideoError(path, "no decodable frames")
-    times = _frame_times(pos_ms, fps)
     if not np.all(np.isfinite(times)):
-        return np.arange(n) / ASSUMED_FPS, f"unknown, {ASSUMED_FPS:g} fps assumed"
+        return np.arange(len(times)) / ASSUMED_FPS, f"unknown, {ASSUMED_FPS:g} fps assumed"
     return times, "container"
-
-
-def _read_indices(path: str | Path, indices: np.ndarray, transform: Callable[[np.ndarray], np.ndarray]):
-    """Decode sequentially and keep the frames at `indices`, each passed through `transform` at once (so memory
-    holds transformed frames only). Returns (frames, the indices actually read): a stream that breaks off keeps
-    the frames before the damage, as the runtime's reader does."""
-    wanted, frames, got = list(indices), [], []
-    cap = _open(path)
-    try:
-        pos, k = 0, 0
-        while k < len(wanted) and cap.grab():
-            if pos == wanted[k]:
-                ok, frame = cap.retrieve()
-                if ok and frame is not None:
-                    frames.append(transform(_to_rgb(frame)))
-                    got.append(pos)
-                k += 1
-            pos += 1
-    except cv2.error:
-        pass
-    finally:
-        cap.release()
-    return frames, np.asarray(got, dtype=np.int64)
 
 
 class _ShortSide:
@@ -146,7 +122,7 @@ class _ShortSide:
 def decode_video(path: str | Path, spec: CacheSpec) -> tuple[list[np.ndarray], np.ndarray, dict]:
     """Decode one video for the cache: (frames at the cache's rate and short side, their times, meta)."""
     times, timing = _timestamps(path)
-    frames, got = _read_indices(path, rate_indices(times, spec.fps), _ShortSide(spec.short_side))
+    frames, got = read_indices(path, rate_indices(times, spec.fps), _ShortSide(spec.short_side))
     if not frames:
         raise VideoError(path, f"{len(times)} frames counted on the first pass but none could be retrieved")
     meta = {"source_frames": int(len(times)), "timing": timing, "duration": float(times[-1] - times[0])}
@@ -160,7 +136,7 @@ def read_span(path: str | Path, num_frames: int, image_size: int, start: float |
 
     times, _ = _timestamps(path)
     inside = span_indices(times, start, end)
-    frames, _ = _read_indices(path, inside[sample_indices(len(inside), num_frames)], np.ascontiguousarray)
+    frames, _ = read_indices(path, inside[sample_indices(len(inside), num_frames)])
     if not frames:
         raise VideoError(path, f"no frame of the span [{start}, {end}] s could be retrieved")
     return _pad(resize_center_crop(np.stack(frames), image_size), num_frames)

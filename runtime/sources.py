@@ -34,8 +34,7 @@ import numpy as np
 from hbci.runtime.errors import ConfigError, HbciError, SourceError, VideoError
 # The file reader opens and converts frames exactly as the training loader does (same orientation handling,
 # same colour conversion), so monitored frames equal training frames.
-from hbci.runtime.video import _open as _open_file
-from hbci.runtime.video import _to_rgb
+from hbci.runtime.video import open_video, to_rgb
 
 __all__ = ["Frame", "Source", "SourceStats", "open_source", "gstreamer_available", "SOURCE_KINDS", "URL_SCHEMES"]
 
@@ -189,7 +188,7 @@ class Source:
     def _capture(self) -> cv2.VideoCapture:
         """Create the capture (called in the helper thread); raises on failure."""
         if self.kind == "file":
-            return _open_file(self.name)  # VideoError naming the cause: missing, not a file, not a video
+            return open_video(self.name)  # VideoError naming the cause: missing, not a file, not a video
         if self.kind == "camera":
             cap = cv2.VideoCapture(int(self.name))
         elif self.kind == "url":
@@ -302,7 +301,7 @@ class Source:
                     if not ok or image is None:  # skipped, as the training loader skips it
                         index, image = index + 1, None
                         continue
-                rgb = _to_rgb(image)
+                rgb = to_rgb(image)
                 # A mid-stream resolution change would break the window stack; keep the first frame's size, as
                 # the training loader does.
                 if first_shape is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -27,6 +27,10 @@ __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
     "sample_indices",
+    "open_video",
+    "to_rgb",
+    "frame_times",
+    "read_indices",
     "count_frames",
     "read_frames",
     "read_frames_with_times",
@@ -58,7 +62,7 @@ def sample_indices(num_available: int, num_frames: int) -> np.ndarray:
     return ((2 * i + 1) * num_available) // (2 * num_frames)
 
 
-def _open(path: str | Path) -> cv2.VideoCapture:
+def open_video(path: str | Path) -> cv2.VideoCapture:
     """Open a capture with auto-orientation on, or raise VideoError naming the cause."""
     p = Path(path)
     if not p.exists():
@@ -77,7 +81,7 @@ def _open(path: str | Path) -> cv2.VideoCapture:
 
 def _count_and_times(path: str | Path) -> tuple[int, np.ndarray, float]:
     """First pass: count decodable frames, recording each frame's position in ms (cheap: one float per frame)."""
-    cap = _open(path)
+    cap = open_video(path)
     times: list[float] = []
     try:
         fps = float(cap.get(cv2.CAP_PROP_FPS))
@@ -112,7 +116,15 @@ def _frame_times(pos_ms: np.ndarray, fps: float) -> np.ndarray:
     return np.full(n, np.nan)
 
 
-def _to_rgb(frame: np.ndarray) -> np.ndarray:
+def frame_times(path: str | Path) -> np.ndarray:
+    """The time in seconds of every frame that decodes (one full pass; NaN where neither the container's
+    timestamps nor its frame rate can be trusted). Its length is the real frame count."""
+    _, pos_ms, fps = _count_and_times(path)
+    return _frame_times(pos_ms, fps)
+
+
+def to_rgb(frame: np.ndarray) -> np.ndarray:
+    """An OpenCV frame (BGR, BGRA or grey) as RGB."""
     if frame.ndim == 2:
         return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
     if frame.shape[2] == 4:
@@ -120,47 +132,62 @@ def _to_rgb(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-def _retrieve(path: str | Path, indices: Sequence[int]) -> list[np.ndarray]:
-    """Second pass: decode sequentially (seeking by frame number is not exact in OpenCV) and keep only `indices`."""
-    wanted = list(indices)
-    out: list[np.ndarray] = []
-    cap = _open(path)
+def read_indices(path: str | Path, indices: Sequence[int],
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Decode sequentially (seeking by frame number is not exact in OpenCV) and keep the frames at the increasing
+    `indices`, each converted to RGB and passed through `transform` at once, so memory holds only kept frames.
+
+    Returns (frames, the indices actually read). A stream that breaks off keeps the frames before the damage.
+    """
+    wanted, frames, got = list(indices), [], []
+    cap = open_video(path)
     try:
         pos, k = 0, 0
         while k < len(wanted) and cap.grab():
             if pos == wanted[k]:
                 ok, frame = cap.retrieve()
                 if ok and frame is not None:
-                    frame = _to_rgb(frame)
-                    # A mid-stream resolution change would break stacking; keep the first frame's size.
-                    if out and frame.shape != out[0].shape:
-                        frame = cv2.resize(frame, (out[0].shape[1], out[0].shape[0]), interpolation=cv2.INTER_AREA)
-                    out.append(frame)
+                    frame = to_rgb(frame)
+                    frames.append(transform(frame) if transform is not None else frame)
+                    got.append(pos)
                 k += 1
             pos += 1
     except cv2.error:
-        pass  # keep the frames decoded before the error, as the first pass does
+        pass  # keep the frames decoded before the error, as the counting pass does
     finally:
         cap.release()
-    return out
+    return frames, np.asarray(got, dtype=np.int64)
+
+
+class _FirstFrameSize:
+    """Resize every frame to the first frame's size, so that a mid-stream resolution change still stacks."""
+
+    def __init__(self):
+        self.shape = None
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if self.shape is None:
+            self.shape = frame.shape
+        if frame.shape == self.shape:
+            return frame
+        return cv2.resize(frame, (self.shape[1], self.shape[0]), interpolation=cv2.INTER_AREA)
 
 
 def read_frames_with_times(path: str | Path, num_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Like `read_frames`, plus the timestamp in seconds of each returned frame (NaN for padding)."""
-    n, pos_ms, fps = _count_and_times(path)
-    if n == 0:
+    all_times = frame_times(path)
+    if len(all_times) == 0:
         raise VideoError(path, "no decodable frames")
-    idx = sample_indices(n, num_frames)
-    got = _retrieve(path, idx)
-    if not got:
-        raise VideoError(path, f"{n} frames counted on the first pass but none could be retrieved")
-    h, w, _ = got[0].shape
+    frames_read, got = read_indices(path, sample_indices(len(all_times), num_frames), _FirstFrameSize())
+    if not frames_read:
+        raise VideoError(path, f"{len(all_times)} frames counted on the first pass but none could be retrieved")
+    h, w, _ = frames_read[0].shape
     frames = np.zeros((num_frames, h, w, 3), dtype=np.uint8)
-    frames[: len(got)] = np.stack(got)
+    frames[: len(got)] = np.stack(frames_read)
     mask = np.zeros(num_frames, dtype=bool)
     mask[: len(got)] = True
     times = np.full(num_frames, np.nan)
-    times[: len(got)] = _frame_times(pos_ms, fps)[idx[: len(got)]]
+    times[: len(got)] = all_times[got]
     return frames, mask, times
 
 

@@ -19,6 +19,7 @@ from hbci.runtime.video import (
     normalize,
     read_frames,
     read_frames_with_times,
+    read_indices,
     resize_center_crop,
     sample_indices,
 )
@@ -183,6 +184,28 @@ def test_truncated_file_whose_container_count_lies(tmp_path):
     assert claimed == 20 and 0 < n < 20
     frames, mask = read_frames(path, 20)
     assert mask.sum() == n and _brightness(frames[:n]) == list(range(n))
+
+
+def test_read_indices_applies_the_transform_and_reports_what_it_read(tmp_path):
+    path = tmp_path / "ten.mp4"
+    _write(path, [10 * i for i in range(10)])
+    calls = []
+
+    def halve(frame):
+        calls.append(frame.shape)
+        return frame[::2, ::2]
+
+    frames, got = read_indices(path, [2, 5, 9, 30], halve)  # 30 lies past the end: not read, not reported
+    assert got.tolist() == [2, 5, 9] and len(calls) == 3
+    assert [f.shape for f in frames] == [(24, 32, 3)] * 3 and _brightness(np.stack(frames)) == [2, 5, 9]
+
+
+def test_frames_after_a_resolution_change_take_the_first_frame_size():
+    from hbci.runtime.video import _FirstFrameSize  # the transform read_frames uses, so that frames stack
+
+    same = _FirstFrameSize()
+    out = [same(np.full((48, 64, 3), 100, np.uint8)), same(np.full((20, 30, 3), 100, np.uint8))]
+    assert out[1].shape == out[0].shape == (48, 64, 3) and (out[1] == 100).all()
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00garbage, not a video\xff" * 200])
