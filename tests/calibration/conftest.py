@@ -1,4 +1,4 @@
-"""A random-weight tiny model exported once (FP32 bundle) and a small synthetic benchmark, for the INT8 tests.
+"""The INT8 tests' fixtures: the session's tiny FP32 bundle (tests/conftest.py) and a small synthetic benchmark.
 
 Tests that change a bundle work on a copy (`fresh_bundle`), so the session's bundle is built only once.
 """
@@ -6,21 +6,6 @@ Tests that change a bundle work on a copy (`fresh_bundle`), so the session's bun
 import shutil
 
 import pytest
-import torch
-
-from hbci.checkpoint import save_checkpoint
-from hbci.config import ExperimentConfig, ModelConfig
-from hbci.model import HBCI
-
-TINY = ModelConfig(num_frames=4, max_words=16, temporal_layers=1, num_segments=2, num_phrases=2, concepts=4)
-
-
-@pytest.fixture(scope="session")
-def calib_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("calib_ckpt") / "tiny.pt"
-    save_checkpoint(path, ExperimentConfig(model=TINY), HBCI(TINY))
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -33,17 +18,8 @@ def calib_synth(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="session")
-def calib_bundle(tmp_path_factory, calib_checkpoint):
-    from hbci.export.bundle import build_bundle
-
-    out = tmp_path_factory.mktemp("calib_bundle") / "bundle"
-    build_bundle(calib_checkpoint, out, ("fp32",))
-    return out
-
-
 @pytest.fixture
-def fresh_bundle(calib_bundle, tmp_path):
+def fresh_bundle(tiny_fp32_bundle, tmp_path):
     out = tmp_path / "bundle"
-    shutil.copytree(calib_bundle, out)
+    shutil.copytree(tiny_fp32_bundle, out)
     return out

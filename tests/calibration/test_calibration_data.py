@@ -20,12 +20,12 @@ def facts(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_feeds_equal_the_runtime_preprocessing(calib_bundle, calib_synth):
+def test_feeds_equal_the_runtime_preprocessing(tiny_fp32_bundle, calib_synth):
     from hbci.runtime.retriever import Retriever
 
-    runtime = Retriever.load(calib_bundle, backend="onnxruntime-cpu", self_check=False)
+    runtime = Retriever.load(tiny_fp32_bundle, backend="onnxruntime-cpu", self_check=False)
     paths = video_paths(calib_synth / "videos" / "train")[:3]
-    clips = load_clips(paths, load_bundle(calib_bundle))
+    clips = load_clips(paths, load_bundle(tiny_fp32_bundle))
     feed = next(clips.feeds(batch=3))
     for i, path in enumerate(paths):
         frames, mask = runtime.load_video(path)

@@ -170,7 +170,7 @@ def test_missing_captions_and_empty_folder_are_clear_errors(fresh_bundle, calib_
     assert "int8" not in load_bundle(fresh_bundle).manifest["graphs"]
 
 
-def test_build_engines_cli_int8_end_to_end(calib_checkpoint, calib_bundle, calib_synth, tmp_path, monkeypatch):
+def test_build_engines_cli_int8_end_to_end(tiny_checkpoint, tiny_fp32_bundle, calib_synth, tmp_path, monkeypatch):
     import shutil
 
     from hbci.calibration import gate as gate_module
@@ -179,8 +179,8 @@ def test_build_engines_cli_int8_end_to_end(calib_checkpoint, calib_bundle, calib
     monkeypatch.setattr(gate_module, "quantize_bundle",
                         functools.partial(gate_module.quantize_bundle, gate=RANDOM_WEIGHTS))
     out = tmp_path / "cli_bundle"
-    shutil.copytree(calib_bundle, out)  # same checkpoint and options: the export step is up to date
-    args = ["--checkpoint", str(calib_checkpoint), "--out", str(out), "--precision", "fp32,int8",
+    shutil.copytree(tiny_fp32_bundle, out)  # same checkpoint and options: the export step is up to date
+    args = ["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--precision", "fp32,int8",
             "--calib-videos", str(calib_synth / "videos" / "train"), "--calib-captions", str(calib_synth / "test.csv")]
     assert main(args) == EXIT_OK
     assert load_bundle(out).manifest["graphs"]["int8"] == INT8_GRAPHS
@@ -196,7 +196,7 @@ def test_build_engines_cli_int8_end_to_end(calib_checkpoint, calib_bundle, calib
 
     monkeypatch.setattr(quantize_module, "quantize_graph", broken)
     fresh = tmp_path / "cli_bundle2"
-    shutil.copytree(calib_bundle, fresh)
+    shutil.copytree(tiny_fp32_bundle, fresh)
     args[3] = str(fresh)
     assert main(args) == EXIT_GATE
     assert "int8" not in load_bundle(fresh).manifest["graphs"]

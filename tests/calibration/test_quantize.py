@@ -17,13 +17,13 @@ pytestmark = pytest.mark.slow  # the session fixture exports a model
 
 
 @pytest.fixture(scope="module")
-def clips(calib_bundle, calib_synth):
-    return load_clips(video_paths(calib_synth / "videos" / "train"), load_bundle(calib_bundle), max_clips=6)
+def clips(tiny_fp32_bundle, calib_synth):
+    return load_clips(video_paths(calib_synth / "videos" / "train"), load_bundle(tiny_fp32_bundle), max_clips=6)
 
 
 @pytest.fixture(scope="module")
-def int8_graph(calib_bundle, clips, tmp_path_factory):
-    src = load_bundle(calib_bundle).graph_path("video_encoder", "fp32")
+def int8_graph(tiny_fp32_bundle, clips, tmp_path_factory):
+    src = load_bundle(tiny_fp32_bundle).graph_path("video_encoder", "fp32")
     return quantize_graph(src, tmp_path_factory.mktemp("q") / "video_encoder.onnx", CalibrationReader(clips))
 
 
@@ -86,10 +86,10 @@ def test_symmetric_int8_per_channel_weights_per_tensor_activations(int8_graph):
     assert set(report["quantized_nodes"]) == {"MatMul", "Gemm", "Conv"}
 
 
-def test_int8_graph_runs_close_to_fp32(calib_bundle, int8_graph, clips):
+def test_int8_graph_runs_close_to_fp32(tiny_fp32_bundle, int8_graph, clips):
     from hbci.runtime.backends import OrtBackend
 
-    fp32 = OrtBackend(load_bundle(calib_bundle).graph_path("video_encoder", "fp32"), ["CPUExecutionProvider"])
+    fp32 = OrtBackend(load_bundle(tiny_fp32_bundle).graph_path("video_encoder", "fp32"), ["CPUExecutionProvider"])
     int8 = OrtBackend(int8_graph, ["CPUExecutionProvider"])
     feed = next(clips.feeds(batch=3))
     a, b = fp32.run(feed), int8.run(feed)
@@ -98,22 +98,22 @@ def test_int8_graph_runs_close_to_fp32(calib_bundle, int8_graph, clips):
         assert cos["min"] > 0.99, (name, cos)
 
 
-def test_inspect_flags_a_quantized_layernorm(calib_bundle, clips, tmp_path):
-    src = load_bundle(calib_bundle).graph_path("video_encoder", "fp32")
+def test_inspect_flags_a_quantized_layernorm(tiny_fp32_bundle, clips, tmp_path):
+    src = load_bundle(tiny_fp32_bundle).graph_path("video_encoder", "fp32")
     bad = quantize_graph(src, tmp_path / "ln.onnx", CalibrationReader(clips),
                          op_types=QUANTIZED_OP_TYPES + ("LayerNormalization",))
     problems = inspect_qdq(bad)["problems"]
     assert any(p.startswith("LayerNormalization") for p in problems), problems
 
 
-def test_histogram_method_runs_in_bounded_rounds(calib_bundle, clips, tmp_path):
-    src = load_bundle(calib_bundle).graph_path("video_encoder", "fp32")
+def test_histogram_method_runs_in_bounded_rounds(tiny_fp32_bundle, clips, tmp_path):
+    src = load_bundle(tiny_fp32_bundle).graph_path("video_encoder", "fp32")
     out = quantize_graph(src, tmp_path / "p.onnx", CalibrationReader(clips), method="percentile", histogram_round=4)
     assert inspect_qdq(out)["problems"] == []
 
 
-def test_unknown_method_and_missing_modelopt_are_clear_errors(calib_bundle, clips, tmp_path):
-    src = load_bundle(calib_bundle).graph_path("video_encoder", "fp32")
+def test_unknown_method_and_missing_modelopt_are_clear_errors(tiny_fp32_bundle, clips, tmp_path):
+    src = load_bundle(tiny_fp32_bundle).graph_path("video_encoder", "fp32")
     with pytest.raises(CalibrationError, match="unknown calibration method"):
         quantize_graph(src, tmp_path / "x.onnx", CalibrationReader(clips), method="kl")
     if not modelopt_available():

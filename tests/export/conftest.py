@@ -1,22 +1,9 @@
-"""A random-weight tiny model, its checkpoint and a small synthetic split, built once for the export tests."""
+"""A small synthetic split and the tiny checkpoint (tests/conftest.py) exported at FP32 and FP16 with data,
+built once for the export tests."""
 
 import pytest
-import torch
 
-from hbci.checkpoint import save_checkpoint
-from hbci.config import DataConfig, ExperimentConfig, ModelConfig
-from hbci.model import HBCI
-
-TINY = ModelConfig(num_frames=4, max_words=16, temporal_layers=1, num_segments=2, num_phrases=2, concepts=4)
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = HBCI(TINY)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, ExperimentConfig(model=TINY), model)
-    return path
+from hbci.config import DataConfig
 
 
 @pytest.fixture(scope="session")

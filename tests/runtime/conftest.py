@@ -18,22 +18,12 @@ def shipped_bundle() -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def runtime_bundle(tmp_path_factory) -> Path:
-    """A bundle for runtime tests: the shipped demo bundle when present (fast, no torch), else a random tiny one."""
+def runtime_bundle(request) -> Path:
+    """A bundle for runtime tests: the shipped demo bundle when present (fast, no torch), else the session's random
+    tiny FP32 bundle (tests/conftest.py; needs torch)."""
     if shipped_bundle() is not None:
         return BUNDLE_DIR
-    torch = pytest.importorskip("torch", reason="no shipped demo bundle, and no torch to build a test bundle")
-    from hbci.checkpoint import save_checkpoint
-    from hbci.config import ExperimentConfig, ModelConfig
-    from hbci.export.bundle import build_bundle
-    from hbci.model import HBCI
-
-    cfg = ModelConfig(num_frames=4, max_words=16, temporal_layers=1, num_segments=2, num_phrases=2, concepts=4)
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("runtime-bundle")
-    save_checkpoint(root / "tiny.pt", ExperimentConfig(model=cfg), HBCI(cfg))
-    build_bundle(root / "tiny.pt", root / "bundle", ("fp32",))
-    return root / "bundle"
+    return request.getfixturevalue("tiny_fp32_bundle")
 
 
 @pytest.fixture(scope="session")
