@@ -47,6 +47,7 @@ __all__ = [
     "labelled_variants",
     "describe",
     "event_frames",
+    "clip_states",
     "render_clip",
     "caption",
     "parse_caption",
@@ -213,7 +214,7 @@ def _event_path(obj: SceneObject, event: Event, n: int) -> np.ndarray:
     return _forward_path(obj, REVERSE[event.kind], event.amount, n)[::-1]
 
 
-def _states(spec: ClipSpec, frames: int) -> np.ndarray:
+def clip_states(spec: ClipSpec, frames: int) -> np.ndarray:
     """Per-frame state [frames, objects, 4] = (x, y, scale, alpha)."""
     states = np.empty((frames, len(spec.objects), 4))
     for j, o in enumerate(spec.objects):
@@ -248,7 +249,7 @@ def render_clip(spec: ClipSpec, frames: int, size: int) -> np.ndarray:
     _check(spec)
     if frames < max(1, 2 * len(spec.events)):
         raise ValueError(f"{frames} frames is too few for {len(spec.events)} event(s) (need 2 per event)")
-    states = _states(spec, frames)
+    states = clip_states(spec, frames)
     out = np.zeros((frames, size, size, 3), dtype=np.uint8)
     for t in range(frames):
         canvas = out[t]  # a contiguous view: cv2 draws into `out` directly
@@ -329,7 +330,7 @@ def _box(state: np.ndarray) -> tuple[float, float, float, float]:
 
 def _collides(spec: ClipSpec, frames: int = 16) -> bool:
     """True when the cores of two visible objects overlap in some frame."""
-    states = _states(spec, frames)
+    states = clip_states(spec, frames)
     for t in range(frames):
         visible = [states[t, j] for j in range(len(spec.objects)) if states[t, j, 3] > 0]
         for i in range(len(visible)):

@@ -1,0 +1,225 @@
+"""Image-text pretraining of a small backbone on still synthetic frames: `hbci-pretrain --out FILE`.
+
+Real HBCI starts from CLIP, which learnt from images what is where in a frame; HBCI's own components then only
+have to learn time. A tiny backbone trained from scratch on the synthetic videos never learns where an object is
+(a linear probe of its frame features for the object's x position scores R^2 near 0, before and after training),
+and without positions in the frame features no temporal module can see motion. This is the stand-in for CLIP's
+pretraining: the open_clip model is trained contrastively on single frames of random synthetic scenes, captioned
+with what a still image shows (colour, shape, size, faintness, position) and nothing about motion or order, so
+direction and order must still be learnt by HBCI. Scenes are drawn from their own random stream, not from the
+benchmark's clips. The output is an open_clip state dict for `model.pretrained=FILE`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from hbci.runtime.errors import HbciError
+
+__all__ = ["still_caption", "make_stills", "pretrain", "main"]
+
+_PHASE = 7  # the rng stream of pretraining scenes, apart from hbci-synth's split streams (0, 1, 2)
+_CLIP_FRAMES = 24  # frames rendered per scene, as hbci-synth's default; stills are taken at random times
+
+
+def _region(x: float, y: float) -> str:
+    col = "left" if x < 0.4 else "right" if x > 0.6 else ""
+    row = "top" if y < 0.4 else "bottom" if y > 0.6 else ""
+    if row and col:
+        return f"at the {row} {col}"
+    if row:
+        return f"at the {row}"
+    return f"on the {col}" if col else "in the centre"
+
+
+def still_caption(spec, state: np.ndarray, rng: np.random.Generator) -> str:
+    """What one frame shows: every visible object with its size, faintness and position, in random order.
+
+    state: [objects, 4] = (x, y, scale, alpha) of `hbci.synth.clip_states` at one frame.
+    """
+    from hbci.synth import _SHAPE_WORDS
+
+    parts = []
+    for obj, (x, y, scale, alpha) in zip(spec.objects, state):
+        if alpha < 0.15:
+            continue  # too faint to see at 32 px
+        words = _SHAPE_WORDS[obj.shape]
+        size = "small " if scale < 0.8 * obj.scale else ""
+        faint = "faint " if alpha < 0.6 else ""
+        parts.append(f"a {faint}{size}{obj.colour} {words[rng.integers(len(words))]} {_region(x, y)}")
+    if not parts:
+        return "an empty black frame"
+    rng.shuffle(parts)
+    return " and ".join(parts)
+
+
+def _stills_chunk(args) -> tuple[np.ndarray, list[str]]:
+    from hbci.runtime.video import resize_center_crop
+    from hbci.synth import clip_states, random_spec, render_clip
+
+    seed, chunk, scenes, per_scene, render_size, image_size = args
+    rng = np.random.default_rng([seed, _PHASE, chunk])
+    images, captions = [], []
+    for _ in range(scenes):
+        spec = random_spec(rng)
+        frames = render_clip(spec, _CLIP_FRAMES, render_size)
+        states = clip_states(spec, _CLIP_FRAMES)
+        for t in rng.choice(_CLIP_FRAMES, per_scene, replace=False):
+            images.append(frames[t])
+            captions.append(still_caption(spec, states[t], rng))
+    return resize_center_crop(np.stack(images), image_size), captions
+
+
+def make_stills(count: int, seed: int, image_size: int, render_size: int = 64, per_scene: int = 4,
+                workers: int = 1) -> tuple[np.ndarray, list[str]]:
+    """`count` captioned stills: uint8 [count, S, S, 3] (rendered at hbci-synth's size, then resized and cropped by
+    the runtime's preprocessing) and their captions. Deterministic in (count, seed), whatever `workers` is."""
+    scenes = math.ceil(count / per_scene)
+    chunk_scenes = 500
+    jobs = [(seed, i, min(chunk_scenes, scenes - i * chunk_scenes), per_scene, render_size, image_size)
+            for i in range(math.ceil(scenes / chunk_scenes))]
+    if workers > 1:
+        import multiprocessing
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(_stills_chunk, jobs))
+    else:
+        parts = [_stills_chunk(job) for job in jobs]
+    images = np.concatenate([p[0] for p in parts])[:count]
+    captions = [c for p in parts for c in p[1]][:count]
+    return images, captions
+
+
+def _retrieval_r1(model, images: np.ndarray, captions: list[str], context_length: int) -> tuple[float, float]:
+    """Image->text and text->image R@1 (%) over a held-out set (one caption per image; identical captions count
+    as correct, since a still with the same description is a right answer)."""
+    import torch
+
+    from hbci.data import frames_to_tensor, tokenize
+
+    model.eval()
+    with torch.no_grad():
+        img = model.encode_image(frames_to_tensor(images[:, None])[:, 0], normalize=True)
+        ids, _ = tokenize(captions, context_length)
+        txt = model.encode_text(ids.long(), normalize=True)
+    sim = (img @ txt.T).numpy()
+    same = np.array(captions)[:, None] == np.array(captions)[None]
+    i2t = same[np.arange(len(captions)), sim.argmax(1)].mean() * 100
+    t2i = same[sim.argmax(0), np.arange(len(captions))].mean() * 100
+    return float(i2t), float(t2i)
+
+
+def pretrain(backbone: str, out: Path, steps: int = 600, batch_size: int = 256, lr: float = 1e-3,
+             images: int = 40000, seed: int = 0, workers: int = 0, progress: bool = True) -> dict:
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from hbci.backbone import backbone_info, create_backbone
+    from hbci.data import default_workers, frames_to_tensor, tokenize
+
+    torch.manual_seed(seed)
+    model = create_backbone(backbone)
+    info = backbone_info(model)
+    t0 = time.time()
+    held_out = 1000
+    stills, captions = make_stills(images + held_out, seed, info["image_size"], workers=workers or default_workers())
+    test_images, test_captions = stills[images:], captions[images:]
+    stills, captions = stills[:images], captions[:images]
+    ids_all, _ = tokenize(captions, info["context_length"])
+    render_seconds = time.time() - t0
+
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    warmup = max(1, steps // 10)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) /
+                                                                                     max(1, steps - warmup))))
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(images, generator=generator)
+    t0 = time.time()
+    model.train()
+    first_loss = math.nan
+    bar = tqdm(range(steps), desc="pretraining", disable=not progress, file=sys.stderr, leave=False)
+    for step in bar:
+        start = (step * batch_size) % images
+        if start + batch_size > images:
+            order = torch.randperm(images, generator=generator)
+            start = 0
+        index = np.sort(order[start:start + batch_size].numpy())
+        image_features = model.encode_image(frames_to_tensor(stills[index][:, None])[:, 0], normalize=True)
+        text_features = model.encode_text(ids_all[index].long(), normalize=True)
+        logits = model.logit_scale.exp() * image_features @ text_features.T
+        # Stills with the same caption are not negatives of each other: they share the target mass.
+        same = torch.from_numpy(np.array(captions)[index][:, None] == np.array(captions)[index][None]).float()
+        target = same / same.sum(1, keepdim=True)
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        if step == 0:
+            first_loss = loss.item()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    train_seconds = time.time() - t0
+    i2t, t2i = _retrieval_r1(model, test_images, test_captions, info["context_length"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(model.state_dict(), tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    result = {"backbone": backbone, "out": str(out), "steps": steps, "batch_size": batch_size, "images": images,
+              "seed": seed, "first_loss": round(first_loss, 4), "final_loss": round(float(loss.item()), 4), "held_out_i2t_R@1": round(i2t, 1),
+              "held_out_t2i_R@1": round(t2i, 1), "render_seconds": round(render_seconds, 1),
+              "train_seconds": round(train_seconds, 1)}
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hbci-pretrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="the state dict to write (.pt); a .json summary goes beside it")
+    parser.add_argument("--backbone", default="hbci-tiny", help="open_clip model name (default: hbci-tiny)")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--images", type=int, default=40000, help="distinct training stills")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0, help="processes rendering stills (0: one per core)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    for name in ("steps", "batch_size", "images"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    try:
+        result = pretrain(args.backbone, Path(args.out), args.steps, args.batch_size, args.lr, args.images,
+                          args.seed, args.workers, progress=not args.no_progress)
+    except HbciError as exc:
+        print(f"hbci-pretrain: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
