@@ -119,7 +119,7 @@ def _retrieval_r1(model, images: np.ndarray, captions: list[str], context_length
     return float(i2t), float(t2i)
 
 
-def pretrain(backbone: str, out: Path, steps: int = 600, batch_size: int = 256, lr: float = 1e-3,
+def pretrain(backbone: str, out: Path, steps: int = 400, batch_size: int = 256, lr: float = 1e-3,
              images: int = 40000, seed: int = 0, workers: int = 0, progress: bool = True) -> dict:
     import torch
     import torch.nn.functional as F
@@ -148,7 +148,7 @@ def pretrain(backbone: str, out: Path, steps: int = 600, batch_size: int = 256, 
         optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) /
                                                                                      max(1, steps - warmup))))
     generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(images, generator=generator)
+    order = torch.randperm(images, generator=generator).numpy()
     t0 = time.time()
     model.train()
     first_loss = math.nan
@@ -156,9 +156,9 @@ def pretrain(backbone: str, out: Path, steps: int = 600, batch_size: int = 256, 
     for step in bar:
         start = (step * batch_size) % images
         if start + batch_size > images:
-            order = torch.randperm(images, generator=generator)
+            order = torch.randperm(images, generator=generator).numpy()
             start = 0
-        index = np.sort(order[start:start + batch_size].numpy())
+        index = np.sort(order[start:start + batch_size])
         image_features = model.encode_image(frames_to_tensor(stills[index][:, None])[:, 0], normalize=True)
         text_features = model.encode_text(ids_all[index].long(), normalize=True)
         logits = model.logit_scale.exp() * image_features @ text_features.T
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hbci-pretrain", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="the state dict to write (.pt); a .json summary goes beside it")
     parser.add_argument("--backbone", default="hbci-tiny", help="open_clip model name (default: hbci-tiny)")
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--images", type=int, default=40000, help="distinct training stills")

@@ -73,7 +73,7 @@ def param_groups(model: HBCI, cfg) -> list[dict]:
             for (backbone, decay), params in groups.items() if params]
 
 
-def _block_order(n: int, block: int, generator: torch.Generator) -> np.ndarray:
+def block_order(n: int, block: int, generator: torch.Generator) -> np.ndarray:
     """A random order of n clips that keeps runs of `block` consecutive clips together (block 1: plain shuffle).
 
     In-batch negatives are what contrastive training learns from; runs of clips that differ only in motion
@@ -342,7 +342,7 @@ def train(config: ExperimentConfig, resume: bool = True, progress: bool = True,
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        order = _block_order(len(train_clips), cfg.shuffle_block, generator)
+        order = block_order(len(train_clips), cfg.shuffle_block, generator)
         picks = torch.randint(0, 1 << 30, (len(train_clips),), generator=generator).numpy()
         t0 = time.time()
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,

@@ -130,3 +130,39 @@ def test_config_is_frozen():
     cfg = ModelConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.concepts = 2
+
+
+def test_temporal_transformer_learns_the_order_of_frames_with_clip_sized_norms():
+    """Forward and reversed sequences hold the same frames, so only frame order tells them apart. Frame features
+    have norms near 17, like CLIP's projected features: the transformer must still see the positions (a position
+    embedding 1% of the input, as before the fix, left this at chance)."""
+    from hbci.layers import TemporalTransformer
+
+    torch.manual_seed(0)
+    width, frames = 32, 6
+    temporal = TemporalTransformer(width, layers=1, heads=4, num_frames=frames)
+    head = torch.nn.Linear(width, 1)
+    direction = torch.nn.functional.normalize(torch.randn(width), dim=0)
+    steps = torch.linspace(-1, 1, frames)[None, :, None]
+
+    def batch(n):
+        content = 3 * torch.randn(n, 1, width)                 # |content| ~ 17
+        forward = torch.rand(n) < 0.5
+        sign = torch.where(forward, 1.0, -1.0)[:, None, None]
+        x = content + 2 * sign * steps * direction              # same set of frames either way
+        return x, forward.float()
+
+    optimizer = torch.optim.Adam([*temporal.parameters(), *head.parameters()], lr=3e-3)
+    mask = torch.ones(64, frames)
+    for _ in range(150):
+        x, y = batch(64)
+        logits = head(temporal(x, mask).mean(1)).squeeze(1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    x, y = batch(512)
+    with torch.no_grad():
+        accuracy = ((head(temporal(x, torch.ones(512, frames)).mean(1)).squeeze(1) > 0).float() == y).float().mean()
+        assert torch.allclose(x.mean(1), x.flip(1).mean(1), atol=1e-5)  # mean pooling alone sees no order
+    assert accuracy > 0.9, f"order accuracy {accuracy:.2f}"

@@ -154,9 +154,9 @@ def test_two_processes_equal_one_on_the_same_global_batch(tmp_path):
 
 def test_block_order_is_a_permutation_that_keeps_blocks_together():
     """Every process slices the same global order, so the order must be a permutation (runs of `block` together)."""
-    from hbci.train import _block_order
+    from hbci.train import block_order
 
-    order = _block_order(10, 3, torch.Generator().manual_seed(0)).tolist()
+    order = block_order(10, 3, torch.Generator().manual_seed(0)).tolist()
     assert sorted(order) == list(range(10))
     for first in range(0, 10, 3):
         members = list(range(first, min(10, first + 3)))
