@@ -65,9 +65,10 @@ def run_ablation(base: ExperimentConfig, out: Path, rows: list[int] | None = Non
         print(f"== row {index + 1}: {ROWS[index][0]}", file=sys.stderr)
         res = train(config, progress=progress, train_clips=clips[d.train_split], val_clips=clips[d.val_split],
                     test_clips=clips[d.test_split])
-        results.append((ROWS[index][0], res))
-        (out / "ablation.json").write_text(json.dumps(results, indent=1))
-    table = markdown_table(results)
+        results.append((index, ROWS[index][0], res))
+        results.sort(key=lambda r: r[0])  # the table keeps ROWS order whatever order the rows ran in
+        (out / "ablation.json").write_text(json.dumps([r[1:] for r in results], indent=1))
+    table = markdown_table([r[1:] for r in results])
     (out / "ablation.md").write_text(table + "\n")
     return table
 

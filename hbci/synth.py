@@ -507,7 +507,7 @@ def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
 def generate(
     out: str | Path,
     seed: int,
-    n_train: int = 2000,
+    n_train: int = 8000,
     n_val: int = 200,
     n_test: int = 500,
     frames: int = 24,
@@ -633,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="hbci-synth", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--train", type=int, default=2000, help="clips in the train split")
+    ap.add_argument("--train", type=int, default=8000, help="clips in the train split")
     ap.add_argument("--val", type=int, default=200)
     ap.add_argument("--test", type=int, default=500)
     ap.add_argument("--frames", type=int, default=24, help="frames per clip")

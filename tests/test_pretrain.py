@@ -33,6 +33,13 @@ def test_caption_size_faintness_and_invisible_objects(state, expected):
     assert re.fullmatch(expected, still_caption(spec, np.array([state]), np.random.default_rng(0)))
 
 
+def test_every_region_phrase_is_one_of_the_nine_positions():
+    from hbci.pretrain import _REGIONS, _region
+
+    assert len(set(_REGIONS)) == 9
+    assert {_region(x, y) for x in np.linspace(0, 1, 21) for y in np.linspace(0, 1, 21)} == set(_REGIONS)
+
+
 def test_caption_of_a_moving_object_follows_the_frame():
     obj = SceneObject("blue", "circle", 0.25, 0.5, 0.3)
     spec = ClipSpec((obj,), (Event("move_right", 0, 0.5),))
@@ -58,6 +65,7 @@ def test_pretrain_lowers_the_loss_and_writes_a_loadable_backbone(tmp_path, capsy
                  "--workers", "1"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["final_loss"] < result["first_loss"]
+    assert 0 <= result["held_out_position_accuracy"] <= 100
     assert json.loads(out.with_suffix(".json").read_text()) == result
     model = create_backbone("hbci-tiny", str(out))  # strict load: every key of the backbone is in the file
     import torch

@@ -96,3 +96,19 @@ def test_eval_cli_on_a_missing_checkpoint_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "hbci.evaluate", str(tmp_path / "none.pt"), "--data", "x"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "checkpoint not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ablation_rows_share_data_and_budget_and_keep_the_table_order(synth, tmp_path, capsys):
+    from hbci.ablation import ROWS
+    from hbci.ablation import main as ablate_main
+
+    out = tmp_path / "ablation"
+    assert ablate_main(["small", f"data.root={synth}", *TINY, "train.epochs=1", "--out", str(out), "--rows", "3,1",
+                        "--no-progress"]) == 0
+    table = (out / "ablation.md").read_text().splitlines()
+    assert [line.split(" | ")[0].lstrip("| ") for line in table[2:]] == [ROWS[0][0], ROWS[2][0]]  # ROWS order
+    configs = [json.loads((out / f"row{i}" / "config.json").read_text()) for i in (1, 3)]
+    assert configs[0]["model"]["temporal_layers"] == 0 and configs[0]["model"]["video_pooling"] == "mean"
+    assert configs[1]["model"]["video_pooling"] == "text_guided" and configs[1]["model"]["levels"] == [3]
+    assert configs[0]["train"] == {**configs[1]["train"], "out_dir": configs[0]["train"]["out_dir"]}
+    assert capsys.readouterr().out.strip().splitlines()[-len(table):] == table
