@@ -59,16 +59,16 @@ def run_ablation(base: ExperimentConfig, out: Path, rows: list[int] | None = Non
     size = backbone_info(create_backbone(m.backbone))["image_size"]
     clips = {split: load_clipset(d, split, m.num_frames, size, base.train.max_train_clips if split == d.train_split
                                  else 0, progress) for split in (d.train_split, d.val_split, d.test_split)}
-    results = []
+    results = {}
     for index in rows or range(len(ROWS)):
         config = row_config(base, index, out)
         print(f"== row {index + 1}: {ROWS[index][0]}", file=sys.stderr)
         res = train(config, progress=progress, train_clips=clips[d.train_split], val_clips=clips[d.val_split],
                     test_clips=clips[d.test_split])
-        results.append((index, ROWS[index][0], res))
-        results.sort(key=lambda r: r[0])  # the table keeps ROWS order whatever order the rows ran in
-        (out / "ablation.json").write_text(json.dumps([r[1:] for r in results], indent=1))
-    table = markdown_table([r[1:] for r in results])
+        results[index] = res
+        ordered = [(ROWS[i][0], results[i]) for i in sorted(results)]  # ROWS order, whatever order they ran in
+        (out / "ablation.json").write_text(json.dumps(ordered, indent=1))
+    table = markdown_table(ordered)
     (out / "ablation.md").write_text(table + "\n")
     return table
 

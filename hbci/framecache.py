@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 
 from hbci.runtime.errors import ConfigError, VideoError
-# The runtime reader's private helpers: the same opening (auto-orientation, errors that name the file), colour
-# conversion and frame timing as `load_clip`, so cached frames are the frames the runtime would decode.
+# The runtime's reader: the same opening (auto-orientation, errors that name the file), colour conversion and
+# frame timing as `load_clip`, so cached frames are the frames the runtime would decode.
 from hbci.runtime.video import frame_times, read_indices, sample_indices
 
 __all__ = ["FORMAT", "MIN_FRAMES", "JPEG_QUALITY", "CacheSpec", "FrameCache", "default_short_side",

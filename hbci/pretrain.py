@@ -17,23 +17,24 @@ learnable embedding (initialised at std 0.09 beside patch embeddings near 0.6) i
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from hbci.runtime.bundle import atomic_write_bytes
 from hbci.runtime.errors import HbciError
 
 __all__ = ["still_caption", "make_stills", "pretrain", "main"]
 
 _PHASE = 7  # the rng stream of pretraining scenes, apart from hbci-synth's split streams (0, 1, 2)
 _CLIP_FRAMES = 24  # frames rendered per scene, as hbci-synth's default; stills are taken at random times
+_HELD_OUT = 1000  # stills kept out of training for the retrieval and position figures
 
 
 def _region(x: float, y: float) -> str:
@@ -107,45 +108,33 @@ def make_stills(count: int, seed: int, image_size: int, render_size: int = 64, p
     return images, captions
 
 
-def _retrieval_r1(model, images: np.ndarray, captions: list[str], context_length: int) -> tuple[float, float]:
-    """Image->text and text->image R@1 (%) over a held-out set (one caption per image; identical captions count
-    as correct, since a still with the same description is a right answer)."""
+def _held_out_figures(model, images: np.ndarray, captions: list[str], context_length: int) -> dict:
+    """On held-out stills: image->text and text->image R@1 (%), identical captions counting as correct (a still
+    with the same description is a right answer); and, on stills of one object, how often (%) the caption with the
+    right position beats the same caption with each of the other eight positions (chance 11%): whether the
+    backbone learnt where."""
     import torch
 
     from hbci.data import frames_to_tensor, tokenize
 
     model.eval()
     with torch.no_grad():
-        img = model.encode_image(frames_to_tensor(images[:, None])[:, 0], normalize=True)
-        ids, _ = tokenize(captions, context_length)
-        txt = model.encode_text(ids.long(), normalize=True)
-    sim = (img @ txt.T).numpy()
-    same = np.array(captions)[:, None] == np.array(captions)[None]
-    i2t = same[np.arange(len(captions)), sim.argmax(1)].mean() * 100
-    t2i = same[sim.argmax(0), np.arange(len(captions))].mean() * 100
-    return float(i2t), float(t2i)
-
-
-def _position_accuracy(model, images: np.ndarray, captions: list[str], context_length: int) -> float:
-    """On held-out stills of one object: how often (%) the caption with the right position wins over the same
-    caption with each of the other eight positions (chance 11%). Says whether the backbone learnt where."""
-    import torch
-
-    from hbci.data import frames_to_tensor, tokenize
-
-    hits = []
-    model.eval()
-    with torch.no_grad():
-        for image, caption in zip(images, captions):
+        pictures = model.encode_image(frames_to_tensor(images[:, None])[:, 0], normalize=True)
+        texts = model.encode_text(tokenize(captions, context_length)[0].long(), normalize=True)
+        sim = (pictures @ texts.T).numpy()
+        hits = []
+        for picture, caption in zip(pictures, captions):
             region = next((r for r in _REGIONS if caption.endswith(" " + r)), None)
             if region is None or " and " in caption:
                 continue
             stem = caption[: -len(region)]
-            ids, _ = tokenize([stem + r for r in _REGIONS], context_length)
-            text = model.encode_text(ids.long(), normalize=True)
-            picture = model.encode_image(frames_to_tensor(image[None, None])[:, 0], normalize=True)
-            hits.append(_REGIONS[int((picture @ text.T).argmax())] == region)
-    return float(np.mean(hits) * 100) if hits else float("nan")
+            options = model.encode_text(tokenize([stem + r for r in _REGIONS], context_length)[0].long(),
+                                        normalize=True)
+            hits.append(_REGIONS[int((options @ picture).argmax())] == region)
+    same = np.array(captions)[:, None] == np.array(captions)[None]
+    return {"held_out_i2t_R@1": round(float(same[np.arange(len(captions)), sim.argmax(1)].mean() * 100), 1),
+            "held_out_t2i_R@1": round(float(same[sim.argmax(0), np.arange(len(captions))].mean() * 100), 1),
+            "held_out_position_accuracy": round(float(np.mean(hits) * 100), 1) if hits else float("nan")}
 
 
 def pretrain(backbone: str, out: Path, steps: int = 400, batch_size: int = 256, lr: float = 1e-3,
@@ -156,26 +145,24 @@ def pretrain(backbone: str, out: Path, steps: int = 400, batch_size: int = 256, 
 
     from hbci.backbone import backbone_info, create_backbone
     from hbci.data import default_workers, frames_to_tensor, tokenize
+    from hbci.train import warmup_cosine
 
     torch.manual_seed(seed)
     model = create_backbone(backbone)
     info = backbone_info(model)
     t0 = time.time()
-    held_out = 1000
-    stills, captions = make_stills(images + held_out, seed, info["image_size"], workers=workers or default_workers())
+    stills, captions = make_stills(images + _HELD_OUT, seed, info["image_size"], workers=workers or default_workers())
     test_images, test_captions = stills[images:], captions[images:]
     stills, captions = stills[:images], captions[:images]
     ids_all, _ = tokenize(captions, info["context_length"])
+    caption_ids = np.unique(captions, return_inverse=True)[1]  # equal captions, equal ids
     render_seconds = time.time() - t0
 
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    warmup = max(1, steps // 10)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) /
-                                                                                     max(1, steps - warmup))))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, 0.1))
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(images, generator=generator).numpy()
     t0 = time.time()
@@ -192,7 +179,7 @@ def pretrain(backbone: str, out: Path, steps: int = 400, batch_size: int = 256, 
         text_features = model.encode_text(ids_all[index].long(), normalize=True)
         logits = model.logit_scale.exp() * image_features @ text_features.T
         # Stills with the same caption are not negatives of each other: they share the target mass.
-        same = torch.from_numpy(np.array(captions)[index][:, None] == np.array(captions)[index][None]).float()
+        same = torch.from_numpy(caption_ids[index][:, None] == caption_ids[index][None]).float()
         target = same / same.sum(1, keepdim=True)
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
         optimizer.zero_grad(set_to_none=True)
@@ -206,24 +193,14 @@ def pretrain(backbone: str, out: Path, steps: int = 400, batch_size: int = 256, 
             first_loss = loss.item()
         bar.set_postfix(loss=f"{loss.item():.3f}")
     train_seconds = time.time() - t0
-    i2t, t2i = _retrieval_r1(model, test_images, test_captions, info["context_length"])
-    position = _position_accuracy(model, test_images, test_captions, info["context_length"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(model.state_dict(), tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    figures = _held_out_figures(model, test_images, test_captions, info["context_length"])
+    weights = io.BytesIO()
+    torch.save(model.state_dict(), weights)
+    atomic_write_bytes(out, weights.getvalue())
     result = {"backbone": backbone, "out": str(out), "steps": steps, "batch_size": batch_size, "images": images,
-              "seed": seed, "first_loss": round(first_loss, 4), "final_loss": round(float(loss.item()), 4), "held_out_i2t_R@1": round(i2t, 1),
-              "held_out_t2i_R@1": round(t2i, 1),
-              "held_out_position_accuracy": round(position, 1), "render_seconds": round(render_seconds, 1),
-              "train_seconds": round(train_seconds, 1)}
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+              "seed": seed, "first_loss": round(first_loss, 4), "final_loss": round(float(loss.item()), 4),
+              **figures, "render_seconds": round(render_seconds, 1), "train_seconds": round(train_seconds, 1)}
+    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(result, indent=1) + "\n").encode())
     return result
 
 

@@ -84,7 +84,8 @@ def block_order(n: int, block: int, generator: torch.Generator) -> np.ndarray:
     return order[order < n]
 
 
-def _schedule(total_steps: int, warmup_fraction: float):
+def warmup_cosine(total_steps: int, warmup_fraction: float):
+    """LR factor per step: linear warm-up over the first fraction of the steps, then a cosine down to 0."""
     warmup = max(1, int(total_steps * warmup_fraction))
 
     def factor(step: int) -> float:
@@ -314,7 +315,7 @@ def train(config: ExperimentConfig, resume: bool = True, progress: bool = True,
     steps_per_epoch = max(1, len(train_clips) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total_steps, cfg.warmup_fraction))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, cfg.warmup_fraction))
     amp_dtype = _amp_dtype(cfg, dist.device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     metrics_log = MetricsLog(out / "metrics.jsonl")

@@ -34,7 +34,7 @@ import numpy as np
 from hbci.runtime.errors import ConfigError, HbciError, SourceError, VideoError
 # The file reader opens and converts frames exactly as the training loader does (same orientation handling,
 # same colour conversion), so monitored frames equal training frames.
-from hbci.runtime.video import open_video, to_rgb
+from hbci.runtime.video import FirstFrameSize, open_video, to_rgb
 
 __all__ = ["Frame", "Source", "SourceStats", "open_source", "gstreamer_available", "SOURCE_KINDS", "URL_SCHEMES"]
 
@@ -270,7 +270,7 @@ class Source:
         image, position = self._first
         self._first = None
         index, t0_wall, last_time = 0, None, -math.inf
-        first_shape = None
+        same_size = FirstFrameSize()
         next_keep = -math.inf
         while not self._stop.is_set():
             if image is None:
@@ -301,13 +301,9 @@ class Source:
                     if not ok or image is None:  # skipped, as the training loader skips it
                         index, image = index + 1, None
                         continue
-                rgb = to_rgb(image)
                 # A mid-stream resolution change would break the window stack; keep the first frame's size, as
                 # the training loader does.
-                if first_shape is None:
-                    first_shape = rgb.shape
-                elif rgb.shape != first_shape:
-                    rgb = cv2.resize(rgb, (first_shape[1], first_shape[0]), interpolation=cv2.INTER_AREA)
+                rgb = same_size(to_rgb(image))
                 if self.kind == "file" and self.realtime:  # pace a file like a camera at its own clock
                     delay = t0_wall + stamp - time.monotonic()
                     if delay > 0 and self._stop.wait(delay):

@@ -31,6 +31,7 @@ __all__ = [
     "to_rgb",
     "frame_times",
     "read_indices",
+    "FirstFrameSize",
     "count_frames",
     "read_frames",
     "read_frames_with_times",
@@ -159,8 +160,9 @@ def read_indices(path: str | Path, indices: Sequence[int],
     return frames, np.asarray(got, dtype=np.int64)
 
 
-class _FirstFrameSize:
-    """Resize every frame to the first frame's size, so that a mid-stream resolution change still stacks."""
+class FirstFrameSize:
+    """Resize every frame to the first frame's size, so that a mid-stream resolution change still stacks (files
+    and live sources alike)."""
 
     def __init__(self):
         self.shape = None
@@ -178,7 +180,7 @@ def read_frames_with_times(path: str | Path, num_frames: int) -> tuple[np.ndarra
     all_times = frame_times(path)
     if len(all_times) == 0:
         raise VideoError(path, "no decodable frames")
-    frames_read, got = read_indices(path, sample_indices(len(all_times), num_frames), _FirstFrameSize())
+    frames_read, got = read_indices(path, sample_indices(len(all_times), num_frames), FirstFrameSize())
     if not frames_read:
         raise VideoError(path, f"{len(all_times)} frames counted on the first pass but none could be retrieved")
     h, w, _ = frames_read[0].shape

@@ -50,10 +50,11 @@ def test_caption_of_a_moving_object_follows_the_frame():
 
 
 def test_stills_are_deterministic_and_independent_of_workers():
-    a, ca = make_stills(30, seed=4, image_size=32, workers=1)
-    b, cb = make_stills(30, seed=4, image_size=32, workers=2)
-    c, _ = make_stills(30, seed=5, image_size=32, workers=1)
-    assert a.shape == (30, 32, 32, 3) and a.dtype == np.uint8 and len(ca) == 30
+    count = 2010  # more than one rendering chunk of 500 scenes, so that two workers share the work
+    a, ca = make_stills(count, seed=4, image_size=32, workers=1)
+    b, cb = make_stills(count, seed=4, image_size=32, workers=2)
+    c, _ = make_stills(count, seed=5, image_size=32, workers=1)
+    assert a.shape == (count, 32, 32, 3) and a.dtype == np.uint8 and len(ca) == count
     assert np.array_equal(a, b) and ca == cb and not np.array_equal(a, c)
 
 

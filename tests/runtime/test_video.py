@@ -201,9 +201,9 @@ def test_read_indices_applies_the_transform_and_reports_what_it_read(tmp_path):
 
 
 def test_frames_after_a_resolution_change_take_the_first_frame_size():
-    from hbci.runtime.video import _FirstFrameSize  # the transform read_frames uses, so that frames stack
+    from hbci.runtime.video import FirstFrameSize  # what read_frames and live sources use, so that frames stack
 
-    same = _FirstFrameSize()
+    same = FirstFrameSize()
     out = [same(np.full((48, 64, 3), 100, np.uint8)), same(np.full((20, 30, 3), 100, np.uint8))]
     assert out[1].shape == out[0].shape == (48, 64, 3) and (out[1] == 100).all()
 
