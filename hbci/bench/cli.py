@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     from hbci.bench.runner import Context, run, write
 
     work = Path(args.work) if args.work else _default_work()
-    result = run(Context(work=work, quick=args.quick), sections)
-    md, js = write(result, Path(args.out))
+    out = Path(args.out)
+    result = run(Context(work=work, quick=args.quick), sections, progress=lambda partial: write(partial, out))
+    md, js = write(result, out)
     failed = [n for n, s in result["sections"].items() if "error" in s]
     print(f"wrote {md} and {js}" + (f"; FAILED: {', '.join(failed)}" if failed else ""), file=sys.stderr)
     return 1 if failed else 0

@@ -90,7 +90,7 @@ def _size(ctx, name: str) -> dict:
     bundle = retriever.bundle
     batches = {"video_encoder": 2 if ctx.quick else (8 if name == "small" else 1),
                "text_encoder": 4 if ctx.quick else 16}
-    rounds = 2 if ctx.quick else (20 if name == "small" else 8)
+    rounds = 2 if ctx.quick else (20 if name == "small" else 10)
     feeds = _inputs(built, retriever, batches)
     model = load_model(built.checkpoint)[0].eval()
     torch_calls = {"video_encoder": lambda f: model.encode_video(torch.from_numpy(f["frames"]),

@@ -141,6 +141,9 @@ def markdown(result: dict, machine: dict) -> list[str]:
             lines.append(f"| {label}: frames dropped / windows skipped | {a['frames_dropped']} / "
                          f"{a['windows_skipped']} | {b['frames_dropped']} / {b['windows_skipped']} | |")
             lines.append(f"| {label}: alerts per query | {a['alerts']} | {b['alerts']} | |")
+            delays = [", ".join(f"{d:+.2f}" for d in r["detection_delay_s"]) or "none" for r in (a, b)]
+            lines.append(f"| {label}: alert time after each known event's end (s, stream time) | {delays[0]} | "
+                         f"{delays[1]} | |")
     lines.append("")
     lines.append("now / before > 1 means the runtime's setting (spinning off) is faster.")
     lines.append("")

@@ -31,8 +31,10 @@ class Context:
     machine: dict = field(default_factory=dict)
 
 
-def run(ctx: Context, sections: tuple[str, ...] = SECTIONS, command: str | None = None) -> dict:
-    """Every section's figures (a section that cannot run here says why; one that fails keeps its error)."""
+def run(ctx: Context, sections: tuple[str, ...] = SECTIONS, command: str | None = None,
+        progress: Callable[[dict], None] | None = None) -> dict:
+    """Every section's figures (a section that cannot run here says why; one that fails keeps its error).
+    `progress` gets the figures so far after each section (the CLI writes the files each time)."""
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise ValueError(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
@@ -57,9 +59,11 @@ def run(ctx: Context, sections: tuple[str, ...] = SECTIONS, command: str | None 
         figures["seconds"] = round(time.perf_counter() - t0, 1)
         result["sections"][name] = figures
         ctx.log(f"[bench] {name} done in {figures['seconds']} s")
-    result["load_average_after"] = list(os.getloadavg())
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    result["summary"] = summary(result)
+        result["load_average_after"] = list(os.getloadavg())
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        result["summary"] = summary(result)
+        if progress is not None:
+            progress(result)
     return result
 
 
