@@ -46,7 +46,7 @@ ANNOTATION_SETS = {
         "the street.",
         "PE2yL7Q3L9L_33_46", ("NtRx1jjXzhQ_169_173", "kXmwCpuvFJg_183_202", "DP0_SAFYi4C_3_19")),
     "shared": AnnotationSet(
-        Path("(shared material)"),
+        Path(),  # the external folder, resolved by the `ann` fixture
         ("v_uqiMw7tQ1Cc", "v_bXdq2zI1Ms0", "v_FsS_NCZEfaI", "v_K6Tm5xHkJ5c"),
         "A weight lifting tutorial is given. The coach helps the guy in red with the proper body placement and "
         "lifting technique.",
