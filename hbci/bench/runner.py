@@ -100,11 +100,11 @@ def summary(result: dict) -> dict:
                 ratios.append((f"live {name} windows/s", now[name]["windows_per_s"] / before[name]["windows_per_s"]))
                 ratios.append((f"live {name} encode ms per window",
                                before[name]["encode_ms_per_window"] / now[name]["encode_ms_per_window"]))
-            for key in ("window_latency_s", "event_latency_s"):
-                for q in ("p50", "p95", "max"):
-                    if now[name].get(key) and before[name].get(key):
-                        ratios.append((f"live {name} {key[:-2].replace('_', ' ')} {q}",
-                                       before[name][key][q] / now[name][key][q]))
+                for key in ("window_latency_s", "event_latency_s"):
+                    for q in ("p50", "p95", "max"):
+                        if now[name].get(key) and before[name].get(key):
+                            ratios.append((f"live {name} {key[:-2].replace('_', ' ')} {q}",
+                                           before[name][key][q] / now[name][key][q]))
     for label, b in sections.get("threads", {}).get("bundles", {}).items():
         ms = b["ms_per_window"]
         ratios.append((f"threads {label}", ms["spin-on"] / ms["spin-off"]))
