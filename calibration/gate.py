@@ -64,7 +64,7 @@ from hbci.calibration.data import (MAX_HISTOGRAM_CLIPS, CalibrationDataError, Ca
                                    load_clips, video_paths)
 from hbci.calibration.quantize import METHODS, CalibrationError, inspect_qdq
 from hbci.runtime.bundle import Bundle, load_bundle, write_manifest
-from hbci.runtime.errors import BundleError, VideoError
+from hbci.runtime.errors import BundleError, GateRefused, VideoError
 
 __all__ = ["GateThresholds", "GateFailed", "quantize_bundle", "cosine_report", "BACKENDS", "INT8_GRAPHS",
            "DEFAULT_GOLDEN_TOLERANCE"]
@@ -85,7 +85,7 @@ class GateThresholds:
     max_r5_drop: float = 1.0        # points of t2v R@5
 
 
-class GateFailed(CalibrationError):
+class GateFailed(CalibrationError, GateRefused):
     """The INT8 graph failed the accuracy gate; nothing was written. The message lists every check."""
 
     def __init__(self, report: str, figures: dict):

@@ -1,7 +1,8 @@
 """`python export/build_engines.py --checkpoint CKPT --out BUNDLE [--precision fp32,fp16] [--engines]`.
 
-Exit codes: 0 done; 2 bad input (checkpoint, data, options, bundle); 3 engines were required
-(--require-engines) but TensorRT or a GPU is missing; 4 the INT8 accuracy gate refused the quantized graph.
+Exit codes (the project's table, docs/exit-codes.md): 0 done; 2 bad input (checkpoint, data, options, bundle);
+6 engines were required (--require-engines) but TensorRT or a GPU is missing; 7 the INT8 accuracy gate refused the
+quantized graph; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -9,15 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hbci.runtime.errors import ExitCode, exit_codes_epilog
+
 __all__ = ["main", "EXIT_OK", "EXIT_INPUT", "EXIT_NO_ENGINES", "EXIT_GATE"]
 
-EXIT_OK, EXIT_INPUT, EXIT_NO_ENGINES, EXIT_GATE = 0, 2, 3, 4
+EXIT_OK, EXIT_INPUT, EXIT_NO_ENGINES, EXIT_GATE = ExitCode.OK, ExitCode.USAGE, ExitCode.NO_ENGINES, ExitCode.GATE
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="build_engines.py", description=__doc__.splitlines()[0],
-                                     epilog="exit codes: 0 ok, 2 bad input, 3 engines required but skipped, "
-                                            "4 INT8 accuracy gate failed")
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=exit_codes_epilog((EXIT_OK, EXIT_INPUT, EXIT_NO_ENGINES, EXIT_GATE,
+                                                               ExitCode.SIGINT)))
     parser.add_argument("--checkpoint", required=True, help="an hbci checkpoint (hbci-train writes best.pt)")
     parser.add_argument("--out", required=True, help="bundle folder to write or update")
     parser.add_argument("--precision", default="fp32,fp16",
@@ -34,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hbci.runtime.errors import HbciError
+    from hbci.runtime.errors import HbciError, exit_code
 
     args = _parser().parse_args(argv)
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
@@ -71,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                     return EXIT_NO_ENGINES
     except HbciError as exc:
         print(f"build_engines: error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        return exit_code(exc)
     except KeyboardInterrupt:
         print("build_engines: interrupted; files already written are complete (atomic writes)", file=sys.stderr)
-        return 130
+        return ExitCode.SIGINT
     return EXIT_OK

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from hbci.runtime.bundle import Bundle, atomic_write_bytes, sha256_file
-from hbci.runtime.errors import BundleError
+from hbci.runtime.errors import BundleError, EnginesUnavailable
 
 __all__ = ["PROFILES", "EngineSkipped", "tensorrt_status", "engine_name", "input_shapes", "trtexec_commands",
            "build_engines"]
@@ -30,7 +30,7 @@ PROFILES = {
 WORKSPACE_BYTES = 2 << 30
 
 
-class EngineSkipped(Exception):
+class EngineSkipped(EnginesUnavailable):
     """TensorRT or a GPU is not available here: engines are skipped and the reason is reported."""
 
 

@@ -7,15 +7,7 @@
 stdout carries only events, one JSON object per line, flushed at once (see `hbci.runtime.monitor` for the keys);
 logs, the back end in use and the closing throughput/latency summary go to stderr.
 
-Exit codes:
-  0    the source ended (or stdout was closed by the reader of the events)
-  1    unexpected internal error (one line; the traceback with --log-level debug)
-  2    bad usage or input: arguments, queries, query files, thresholds, the bundle
-  3    a live source (camera, URL, pipeline) could not be opened, or was lost and did not come back
-  4    a video file could not be read (missing, not a video, no decodable frames)
-  5    an output failed: --save-clips folder or writer, --show without a display
-  130  stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM: both drain first (open events end with reason
-       "stopped", clips are finished, the summary is printed)
+Exit codes: see below (the project's one table: docs/exit-codes.md).
 """
 
 from __future__ import annotations
@@ -32,25 +24,25 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
-from hbci.runtime.errors import BundleError, ConfigError, HbciError, QueryError, SourceError, VideoError
+from hbci.runtime.errors import (EXIT_CODE_TABLE, BundleError, ConfigError, ExitCode, HbciError, QueryError,
+                                  exit_code, exit_codes_epilog)
 
-__all__ = ["main", "EXIT_CODES"]
+__all__ = ["main", "build_parser", "EXIT_CODES"]
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_SOURCE, EXIT_VIDEO, EXIT_OUTPUT = 0, 1, 2, 3, 4, 5
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
-EXIT_CODES = {EXIT_OK: "ok", EXIT_INTERNAL: "internal error", EXIT_USAGE: "bad usage or input",
-              EXIT_SOURCE: "live source failed", EXIT_VIDEO: "video file unreadable", EXIT_OUTPUT: "output failed",
-              EXIT_SIGINT: "interrupted (SIGINT)", EXIT_SIGTERM: "terminated (SIGTERM)"}
+# The codes hbci-run returns, with their meanings from the project's table.
+EXIT_CODES = {row.code: row.meaning for row in EXIT_CODE_TABLE
+              if row.code in (ExitCode.OK, ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.SOURCE, ExitCode.VIDEO,
+                              ExitCode.OUTPUT, ExitCode.SIGINT, ExitCode.SIGTERM)}
 PRECISIONS = ("auto", "fp32", "fp16", "int8")
 log = logging.getLogger("hbci")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     from hbci.runtime.backends import BACKENDS
     from hbci.runtime.monitor import DEFAULT_SMOOTHING, DEFAULT_STRIDE, DEFAULT_WINDOW
 
     p = argparse.ArgumentParser(prog="hbci-run", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__[__doc__.index("Exit codes"):],
+                                epilog=exit_codes_epilog(EXIT_CODES),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", help="model bundle folder (default: the shipped demo bundle)")
     p.add_argument("--demo", action="store_true",
@@ -279,24 +271,12 @@ def _run(args, stopper: _Stopper) -> int:
         if display is not None:
             display.close()
     if stopper.signal is not None:
-        return EXIT_SIGTERM if stopper.signal == signal.SIGTERM else EXIT_SIGINT
-    return EXIT_OK
-
-
-def _exit_code(exc: HbciError) -> int:
-    from hbci.runtime.clips import OutputError
-
-    if isinstance(exc, SourceError):
-        return EXIT_SOURCE
-    if isinstance(exc, VideoError):
-        return EXIT_VIDEO
-    if isinstance(exc, OutputError):
-        return EXIT_OUTPUT
-    return EXIT_USAGE  # BundleError, QueryError, ConfigError, and any other user-caused error
+        return ExitCode.SIGTERM if stopper.signal == signal.SIGTERM else ExitCode.SIGINT
+    return ExitCode.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)  # argparse exits with 2 on bad usage
+    args = build_parser().parse_args(argv)  # argparse exits with 2 on bad usage
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(stream=sys.stderr, level=level, format="hbci-run %(levelname)s: %(message)s")
     import cv2
@@ -310,20 +290,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args, stopper)
     except HbciError as exc:
         print(f"hbci-run: error: {exc}", file=sys.stderr)
-        return _exit_code(exc)
+        return exit_code(exc)
     except BrokenPipeError:
         # The reader of the events went away (`hbci-run ... | head -1`): stop quietly.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps Python's exit-time flush from failing)
-        return EXIT_OK
+        return ExitCode.OK
     except KeyboardInterrupt:  # a second Ctrl-C while draining
         print("hbci-run: interrupted", file=sys.stderr)
-        return EXIT_SIGINT
+        return ExitCode.SIGINT
     except Exception as exc:  # the one place that turns a bug into one line and exit 1
         if args.log_level == "debug":
             traceback.print_exc()
         print(f"hbci-run: internal error: {type(exc).__name__}: {exc} (run with --log-level debug for details)",
               file=sys.stderr)
-        return EXIT_INTERNAL
+        return ExitCode.INTERNAL
 
 
 if __name__ == "__main__":
