@@ -251,7 +251,7 @@ class Monitor:
         """
         self.stats = MonitorStats()  # figures of this run (a pipeline may run its monitor again on a new stream)
         with self._lock:
-            pass  # MUTATION
+            self.tracker.new_stream()
         self.tracker.source = getattr(source, "name", str(source))
         self.tracker.live = bool(getattr(source, "live", False))
         for batch in self.windows(source, stop=stop, on_frame=on_frame):
