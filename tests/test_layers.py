@@ -132,3 +132,11 @@ def test_every_torch_free_module_imports_where_torch_cannot():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "FAILED []" in result.stdout and "LOADED []" in result.stdout
+
+
+def test_the_readme_shows_the_same_list():
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("<!-- layers: the list in tests/test_layers.py -->"):].split("\n\n")[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines()[3:]]
+    shown = {cell.strip().strip("`").removesuffix(".**") for cell, layer in rows if layer.strip() == "torch-free"}
+    assert shown == set(TORCH_FREE) | set(TORCH_FREE_EXACT)
