@@ -234,18 +234,10 @@ def _drop_none(d: dict) -> dict:
 def _no_unknown_keys(d: Mapping, known: set[str], where: str, prefix: str = "") -> None:
     unknown = sorted(set(d) - known)
     if unknown:
-        raise BundleError(f"{where}: unknown manifest key {prefix}{unknown[0]!r} (format version {FORMAT_VERSION} "
+        raise BundleError(f"{where}: unknown manifest key '{prefix}{unknown[0]}' (format version {FORMAT_VERSION} "
                           f"knows: {', '.join(sorted(known))})")
 
 
-# Typed sub-records: (class) parsed from and written back to their JSON objects.
-_NESTED = {"score_stats": ScoreStats, "scorer_inputs": ScorerInputs, "validation": Validation, "shipped": Shipped}
-# JSON type of every other field, for the type check at load.
-_KINDS = {"format_version": int, "bundle_id": str, "files": dict, "num_frames": int, "max_words": int,
-          "image_size": int, "mean": list, "std": list, "graphs": dict, "tokenizer": str, "golden": str,
-          "precisions": list, "embed_dim": int, "model_config": dict, "golden_tolerance": dict, "profiles": dict,
-          "fp32_ops_in_fp16": list, "tools": dict, "source": dict, "checkpoint_versions": dict, "engines": dict}
-_TUPLES = {"mean", "std", "precisions", "fp32_ops_in_fp16"}
 _REQUIRED = ("files", "graphs", "num_frames", "max_words", "image_size", "mean", "std", "tokenizer", "golden")
 
 
@@ -253,7 +245,10 @@ _REQUIRED = ("files", "graphs", "num_frames", "max_words", "image_size", "mean",
 class Manifest:
     """`manifest.json`, typed. Optional fields are None when absent (and are then left out of the file), so a
     manifest read and written back is the same JSON and keeps its bundle id. Treat the mappings as read-only:
-    change a manifest with `dataclasses.replace`."""
+    change a manifest with `dataclasses.replace`.
+
+    A new field (a later format version): add it here with a default of None; its JSON type comes from its
+    annotation (`_field_kind`), so nothing else needs to know about it."""
 
     num_frames: int  # T: frames per clip
     max_words: int  # L: tokens per text
@@ -290,11 +285,15 @@ class Manifest:
                 raise BundleError(f"{where}: manifest lacks {key!r}")
         values = {}
         for key, value in d.items():
-            if key in _NESTED:
-                value = _NESTED[key].from_dict(_check(value, dict, key, where), where)
-            elif value is not None:
-                _check(value, _KINDS[key], key, where)
-                value = tuple(value) if key in _TUPLES else value
+            kind = _FIELD_KINDS[key]
+            if value is None:
+                pass
+            elif kind in _RECORDS:
+                value = kind.from_dict(_check(value, dict, key, where), where)
+            elif kind is tuple:
+                value = tuple(_check(value, list, key, where))
+            else:
+                _check(value, kind, key, where)
             values[key] = value
         manifest = cls(**values)
         for precision, graphs in manifest.graphs.items():
@@ -309,9 +308,9 @@ class Manifest:
             value = getattr(self, f.name)
             if value is None:
                 continue
-            if f.name in _NESTED:
+            if _FIELD_KINDS[f.name] in _RECORDS:
                 value = value.to_dict()
-            elif f.name in _TUPLES:
+            elif _FIELD_KINDS[f.name] is tuple:
                 value = list(value)
             out[f.name] = value
         return out
@@ -333,6 +332,26 @@ class Manifest:
         """Every file the graphs (and engines) of one precision need, plus the tokenizer and golden data."""
         rels = [self.tokenizer, self.golden, *self.graphs[precision].values()]
         return rels + list((self.engines or {}).get(precision, {}).values())
+
+
+_RECORDS = (Thresholds, ScoreStats, ScorerInputs, Validation, Shipped)
+
+
+def _field_kind(annotation: str):
+    """The JSON type of a Manifest field, from its annotation: a record class, tuple (a JSON list read as a tuple),
+    dict, int, float, str or bool. Raises at import for an annotation it cannot map."""
+    name = annotation.replace(" | None", "").strip()
+    records = {cls.__name__: cls for cls in _RECORDS}
+    if name in records:
+        return records[name]
+    base = name.split("[")[0]
+    kinds = {"tuple": tuple, "Mapping": dict, "dict": dict, "int": int, "float": float, "str": str, "bool": bool}
+    if base not in kinds:
+        raise TypeError(f"Manifest field annotation {annotation!r} has no JSON type")
+    return kinds[base]
+
+
+_FIELD_KINDS = {f.name: _field_kind(f.type) for f in dataclasses.fields(Manifest)}
 
 
 def sha256_file(path: str | Path) -> str:
