@@ -32,7 +32,7 @@ from hbci.runtime.events import EventTracker
 from hbci.runtime.video import resize_center_crop
 from hbci.runtime.windows import WindowCutter, WindowSpan, window_frames
 
-__all__ = ["Window", "Monitor", "MonitorStats", "DEFAULT_WINDOW", "DEFAULT_STRIDE", "DEFAULT_SMOOTHING"]
+__all__ = ["Window", "Monitor", "MonitorStats", "stream_windows", "DEFAULT_WINDOW", "DEFAULT_STRIDE", "DEFAULT_SMOOTHING"]
 
 DEFAULT_WINDOW = 3.0  # seconds: the synthetic clips the demo model learned from are 24 frames at 8 fps
 DEFAULT_STRIDE = 0.25  # chosen on tuning streams (bench_alerts --seed 0): recall 0.40 -> 0.58 against 0.5 s
@@ -96,6 +96,60 @@ class _Crops:
 
     def __call__(self, number: int) -> np.ndarray:
         return self._items[number - self._items[0][0]][1]
+
+
+def stream_windows(source, *, window: float, stride: float, num_frames: int, image_size: int, batch: int = 8,
+                   stop: threading.Event | None = None, on_frame: Callable | None = None,
+                   stats: MonitorStats | None = None) -> Iterator[list[Window]]:
+    """The windows of a source with their frames, as the monitor encodes them: lists of completed windows (one list
+    per encoding batch of up to `batch`), in stream order. Frames are resized and centre-cropped to image_size once,
+    as they arrive, and kept only while a window may still need them. A live (or realtime) source gives only the
+    newest completed window whenever no newer frame is waiting (the others are counted in
+    `stats.windows_skipped`). on_frame(frame) is called for every frame; `stop` ends the stream early (the
+    windows its frames completed still come out)."""
+    stop = stop or threading.Event()
+    stats = stats if stats is not None else MonitorStats()
+    live = bool(getattr(source, "live", False) or getattr(source, "realtime", False))
+    cutter = WindowCutter(window, stride, num_frames)
+    crops = _Crops()
+    ready: list[tuple[int, float]] = []  # (window index, arrival of the frame that completed it)
+    last_arrival = 0.0
+
+    def cut(k: int, arrival: float) -> Window:
+        span: WindowSpan = cutter.span(k)
+        frames = window_frames(span, crops, (image_size, image_size, 3))
+        return Window(k, span.start, span.end, frames, span.mask, span.count, arrival)
+
+    def emit(chosen: list[tuple[int, float]]) -> list[Window]:
+        windows = [cut(k, a) for k, a in chosen]
+        cutter.release()
+        crops.forget_before(cutter.first_kept)
+        return windows
+
+    for frame in source:
+        stats.frames += 1
+        if on_frame is not None:
+            on_frame(frame)
+        crops.forget_before(cutter.first_kept)
+        crops.add(cutter.frames_seen, resize_center_crop(frame.image[None], image_size)[0])
+        last_arrival = frame.arrival
+        ready += [(k, frame.arrival) for k in cutter.add(frame.time)]
+        if ready and live:
+            if not source.pending():  # with newer frames waiting, catch up before encoding anything
+                stats.windows_skipped += len(ready) - 1
+                yield emit(ready[-1:])
+                ready = []
+        elif len(ready) >= batch:
+            yield emit(ready)
+            ready = []
+        if stop.is_set():
+            break
+    ready += [(k, last_arrival) for k in cutter.finish()]
+    if live and len(ready) > 1:
+        stats.windows_skipped += len(ready) - 1
+        ready = ready[-1:]
+    if ready:
+        yield emit(ready)
 
 
 class Monitor:
@@ -197,49 +251,10 @@ class Monitor:
     # ------------------------------------------------------------------------------------------- windows
     def windows(self, source, *, stop: threading.Event | None = None,
                 on_frame: Callable | None = None) -> Iterator[list[Window]]:
-        """Yield lists of completed windows (one list per encoding batch), in stream order."""
-        stop = stop or threading.Event()
-        live = bool(getattr(source, "live", False) or getattr(source, "realtime", False))
-        cutter = WindowCutter(self.window, self.stride, self.num_frames)
-        crops = _Crops()
-        ready: list[tuple[int, float]] = []  # (window index, arrival of the frame that completed it)
-        last_arrival = 0.0
-
-        def cut(k: int, arrival: float) -> Window:
-            span: WindowSpan = cutter.span(k)
-            frames = window_frames(span, crops, (self.image_size, self.image_size, 3))
-            return Window(k, span.start, span.end, frames, span.mask, span.count, arrival)
-
-        def emit(chosen: list[tuple[int, float]]) -> list[Window]:
-            windows = [cut(k, a) for k, a in chosen]
-            cutter.release()
-            crops.forget_before(cutter.first_kept)
-            return windows
-
-        for frame in source:
-            self.stats.frames += 1
-            if on_frame is not None:
-                on_frame(frame)
-            crops.forget_before(cutter.first_kept)
-            crops.add(cutter.frames_seen, resize_center_crop(frame.image[None], self.image_size)[0])
-            last_arrival = frame.arrival
-            ready += [(k, frame.arrival) for k in cutter.add(frame.time)]
-            if ready and live:
-                if not source.pending():  # with newer frames waiting, catch up before encoding anything
-                    self.stats.windows_skipped += len(ready) - 1
-                    yield emit(ready[-1:])
-                    ready = []
-            elif len(ready) >= self.batch:
-                yield emit(ready)
-                ready = []
-            if stop.is_set():
-                break
-        ready += [(k, last_arrival) for k in cutter.finish()]
-        if live and len(ready) > 1:
-            self.stats.windows_skipped += len(ready) - 1
-            ready = ready[-1:]
-        if ready:
-            yield emit(ready)
+        """Yield lists of completed windows (one list per encoding batch), in stream order (`stream_windows`)."""
+        return stream_windows(source, window=self.window, stride=self.stride, num_frames=self.num_frames,
+                              image_size=self.image_size, batch=self.batch, stop=stop, on_frame=on_frame,
+                              stats=self.stats)
 
     # ------------------------------------------------------------------------------------------- events
     def run(self, source, *, stop: threading.Event | None = None, on_frame: Callable | None = None,

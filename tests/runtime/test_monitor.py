@@ -202,3 +202,20 @@ def test_queries_added_and_removed_while_running():
 def test_a_monitor_may_start_without_queries_when_asked():
     m = Monitor(ByTextRetriever(), [], threshold_on=0.5, require_queries=False)
     assert list(m.run(FakeSource(8 * 4))) == [] and m.stats.windows > 0
+
+
+def test_stream_windows_of_a_file_are_the_windows_of_its_frame_times(stream_video):
+    """What the archive indexes (stream_windows over a file) is what cut_windows says for the file's frame times."""
+    from hbci.runtime.monitor import stream_windows
+    from hbci.runtime.windows import cut_windows
+
+    path, _ = stream_video
+    with open_source("file", path) as src:
+        times = [frame.time for frame in src]
+    with open_source("file", path) as src:
+        got = [w for batch in stream_windows(src, window=3.0, stride=0.5, num_frames=12, image_size=32, batch=5)
+               for w in batch]
+    expected = cut_windows(times, 3.0, 0.5, 12)
+    assert [(w.index, w.start, w.end, w.count, w.mask.tolist()) for w in got] == \
+        [(s.index, s.start, s.end, s.count, s.mask.tolist()) for s in expected]
+    assert all(w.frames.shape == (12, 32, 32, 3) for w in got)
