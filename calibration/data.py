@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from hbci.runtime.bundle import Bundle
+from hbci.runtime.bundle import VIDEO_INPUTS, Bundle
 from hbci.runtime.errors import DatasetError, VideoError
 from hbci.runtime.video import load_clip
 from hbci.runtime.video import preprocess as video_preprocess
@@ -121,8 +121,8 @@ class ClipSet:
         end = len(self) if end is None else min(end, len(self))
         for i in range(start, end, batch):
             j = min(i + batch, end)
-            yield {"frames": preprocess(self.frames[i:j], self.bundle),
-                   "frame_mask": self.masks[i:j].astype(np.float32)}
+            yield dict(zip(VIDEO_INPUTS, (preprocess(self.frames[i:j], self.bundle),
+                                          self.masks[i:j].astype(np.float32))))
 
 
 def load_clips(paths: Sequence[Path], bundle: Bundle, max_clips: int | None = None, source: str | Path = "",

@@ -13,14 +13,15 @@ import torch
 from torch import nn
 
 from hbci.model import HBCI, text_pack_names, video_pack_names
-from hbci.runtime.bundle import BCI_SCORER, GRAPHS, TEXT_ENCODER, VIDEO_ENCODER
+from hbci.runtime.bundle import (BCI_SCORER, GLOBAL_OUTPUTS, GRAPHS, SCORES, TEXT_ENCODER, TEXT_INPUTS, VIDEO_ENCODER,
+                                 VIDEO_INPUTS)
 
 __all__ = ["GRAPHS", "OPSET", "VideoEncoderGraph", "TextEncoderGraph", "ScorerGraph", "export_graph",
            "example_inputs", "graph_module", "graph_outputs", "scorer_input_names", "scorer_output_names"]
 
 OPSET = 18
 # Query-independent global embeddings serve the coarse search stage; the scorer never needs them.
-_NOT_SCORER_INPUTS = {"video_global", "text_global"}
+_NOT_SCORER_INPUTS = set(GLOBAL_OUTPUTS.values())
 
 
 def scorer_input_names(model: HBCI) -> tuple[list[str], list[str]]:
@@ -31,7 +32,7 @@ def scorer_input_names(model: HBCI) -> tuple[list[str], list[str]]:
 
 def scorer_output_names(model: HBCI) -> list[str]:
     levels = model.config.levels
-    return ["scores"] + ([f"scores_level_{lv}" for lv in levels] if len(levels) > 1 else [])
+    return [SCORES] + ([f"{SCORES}_level_{lv}" for lv in levels] if len(levels) > 1 else [])
 
 
 class VideoEncoderGraph(nn.Module):
@@ -86,8 +87,8 @@ def example_inputs(model: HBCI, batch: int = 2, seed: int = 0) -> dict[str, dict
         video = model.encode_video(frames, frame_mask)
     text_names, video_names = scorer_input_names(model)
     scorer = {n: text[n] for n in text_names} | {n: video[n] for n in video_names}
-    return {VIDEO_ENCODER: {"frames": frames, "frame_mask": frame_mask},
-            TEXT_ENCODER: {"token_ids": token_ids, "token_mask": token_mask},
+    return {VIDEO_ENCODER: dict(zip(VIDEO_INPUTS, (frames, frame_mask))),
+            TEXT_ENCODER: dict(zip(TEXT_INPUTS, (token_ids, token_mask))),
             BCI_SCORER: scorer}
 
 

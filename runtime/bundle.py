@@ -27,6 +27,7 @@ import numpy as np
 from hbci.runtime.errors import BundleError, ConfigError
 
 __all__ = ["FORMAT_VERSION", "MANIFEST", "GRAPHS", "VIDEO_ENCODER", "TEXT_ENCODER", "BCI_SCORER", "PRECISIONS",
+           "VIDEO_INPUTS", "TEXT_INPUTS", "GLOBAL_OUTPUTS", "SCORES",
            "TOKENIZER_FILE", "GOLDEN_FILE", "ENGINE_DIR", "PROFILES", "GOLDEN_TOLERANCE", "graph_file",
            "graph_files", "engine_file", "timing_cache_file", "golden_key", "parse_golden_key", "Golden",
            "Thresholds", "ScoreStats", "ScorerInputs", "Validation", "Shipped", "Manifest", "Bundle", "load_bundle",
@@ -39,6 +40,11 @@ MANIFEST = "manifest.json"
 VIDEO_ENCODER, TEXT_ENCODER, BCI_SCORER = "video_encoder", "text_encoder", "bci_scorer"
 GRAPHS = (VIDEO_ENCODER, TEXT_ENCODER, BCI_SCORER)
 PRECISIONS = ("fp32", "fp16", "int8")
+# The graph inputs, and the outputs read by name (the other outputs are packs passed on as they are).
+VIDEO_INPUTS = ("frames", "frame_mask")  # float32 [B, T, 3, S, S] (normalised), float32 [B, T]
+TEXT_INPUTS = ("token_ids", "token_mask")  # int32 [B, L], float32 [B, L]
+GLOBAL_OUTPUTS = {VIDEO_ENCODER: "video_global", TEXT_ENCODER: "text_global"}  # [B, D]: the coarse search stage
+SCORES = "scores"  # the scorer's fused scores [Nt, Nv]
 # INT8 quantizes only the video encoder (where the compute is); its text encoder and scorer are the FP32 files.
 _QUANTIZED_GRAPHS = {"int8": (VIDEO_ENCODER,)}
 TOKENIZER_FILE, GOLDEN_FILE, ENGINE_DIR = "tokenizer.json", "golden.npz", "engines"

@@ -17,6 +17,8 @@ Two JSON-ready dicts per event, sharing an `id`:
          end, a stop or a removal: the last window scored).
 
 `query_index` is the query's number in its monitor: given in order from 0 as queries are added, never reused.
+`id` counts events from 0 in one tracker (it continues across runs of one pipeline): unique per pipeline, so a
+service that runs several prefixes it with the source (and a boot id) where it needs a globally stable id.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 
 from hbci.runtime.errors import ConfigError
 
-__all__ = ["EventTracker", "TimeSpan", "END_REASONS"]
+__all__ = ["EventTracker", "OpenEvent", "TimeSpan", "END_REASONS"]
 
 END_REASONS = ("below_threshold", "stream_end", "stopped", "removed")
 
@@ -43,8 +45,8 @@ class TimeSpan(Protocol):
 
 
 @dataclass
-class _Active:
-    """An open event of one query."""
+class OpenEvent:
+    """An open event of one query (updated in place while it lasts)."""
 
     id: int
     start: float
@@ -60,7 +62,7 @@ class _Query:
     text: str
     score: float = math.nan  # smoothed
     raw: float = math.nan
-    active: _Active | None = None
+    active: OpenEvent | None = None
 
 
 class EventTracker:
@@ -120,8 +122,15 @@ class EventTracker:
         return np.array([q.raw for q in self._queries], float)
 
     @property
-    def active(self) -> list[_Active | None]:
+    def active(self) -> list[OpenEvent | None]:
         return [q.active for q in self._queries]
+
+    def open_events(self) -> list[dict]:
+        """A snapshot of the open events: id, query, query_index, window_start / window_end (the extent so far),
+        peak_score, peak_raw_score."""
+        return [{"id": q.active.id, "query": q.text, "query_index": q.index, "window_start": q.active.start,
+                 "window_end": q.active.end, "peak_score": q.active.peak_score, "peak_raw_score": q.active.peak_raw}
+                for q in self._queries if q.active is not None]
 
     # ------------------------------------------------------------------------------------------- events
     def new_stream(self) -> None:
@@ -147,7 +156,7 @@ class EventTracker:
             active = query.active
             if active is None:
                 if score >= self.threshold_on:
-                    query.active = _Active(self._next_event, window.start, window.end, score, r,
+                    query.active = OpenEvent(self._next_event, window.start, window.end, score, r,
                                            (window.start, window.end))
                     self._next_event += 1
                     self.events += 1

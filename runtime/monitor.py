@@ -243,6 +243,11 @@ class Monitor:
             if event is not None:
                 self._outbox.append(event)
 
+    def open_events(self) -> list[dict]:
+        """A snapshot of the open events (`EventTracker.open_events`), safe from any thread."""
+        with self._lock:
+            return self.tracker.open_events()
+
     def query_list(self) -> list[tuple[int, str]]:
         """(index, text) of every standing query."""
         with self._lock:

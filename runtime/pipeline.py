@@ -61,7 +61,9 @@ class MonitorSettings:
 
 class Sink:
     """Receives what a pipeline produces. Every method is called from the pipeline's thread; override what you
-    need. `start` comes once the source is open and the monitor exists, `close` always comes last."""
+    need. `start` comes once the source is open and the monitor exists, `close` always comes last. A sink must
+    not block (queue network work to a thread of its own); an exception in a sink ends the run, and a pipeline
+    started with `start` keeps it in `error`."""
 
     def start(self, pipeline: "Pipeline") -> None:
         pass
@@ -289,13 +291,23 @@ class Pipeline:
 
     def status(self) -> dict:
         """What a health check reports: running, frames, the age of the newest frame, frames per second since the
-        run began, windows, events, the error that ended the last run."""
+        run began, windows, events, the error that ended the last run; the source (kind, target, live, nominal
+        fps, frames dropped, reconnects) and the model (bundle id, back end, precision)."""
         s, now = self.monitor.stats, time.monotonic()
         age = None if self.last_frame_at is None else now - self.last_frame_at
         fps = None if self.started_at is None else s.frames / max(now - self.started_at, 1e-9)
+        source = self.source
+        stats = getattr(source, "stats", None)
         return {"name": self.name, "running": self.running, "frames": s.frames, "frames_per_s": fps,
                 "last_frame_age_s": age, "windows": s.windows, "events": s.events,
-                "bundle_id": self.retriever.bundle_id, "error": None if self.error is None else str(self.error)}
+                "source": {"kind": self.spec.kind if self.spec else getattr(source, "kind", None),
+                           "target": self.spec.target if self.spec else getattr(source, "name", None),
+                           "live": getattr(source, "live", None), "fps": getattr(source, "fps", None),
+                           "frames_dropped": getattr(stats, "frames_dropped", 0),
+                           "reconnects": getattr(stats, "reconnects", 0)},
+                "bundle_id": self.retriever.bundle_id, "backend": getattr(self.retriever, "backend_name", None),
+                "precision": getattr(self.retriever, "precision", None),
+                "error": None if self.error is None else str(self.error)}
 
 
 def summary_line(pipeline: Pipeline) -> str:

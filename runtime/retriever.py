@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from hbci.runtime.backends import Backend, create_backend
-from hbci.runtime.bundle import BCI_SCORER, GRAPHS, TEXT_ENCODER, VIDEO_ENCODER, Bundle, load_bundle
+from hbci.runtime.bundle import (BCI_SCORER, GRAPHS, SCORES, TEXT_ENCODER, TEXT_INPUTS, VIDEO_ENCODER, VIDEO_INPUTS,
+                                 Bundle, load_bundle)
 from hbci.runtime.bundle import PRECISIONS as BUNDLE_PRECISIONS
 from hbci.runtime.errors import BundleError, QueryError
 from hbci.runtime.tokenizer import ClipTokenizer
@@ -149,8 +150,9 @@ class Retriever:
         ids, mask = self._tokenize(texts)
         # Always the bundle's fixed L: variable shapes make ONNX Runtime grow its memory arena.
         encoder = self.backends[TEXT_ENCODER]
-        return _concat([encoder.run({"token_ids": ids[i:i + self.text_chunk],
-                                     "token_mask": mask[i:i + self.text_chunk].astype(np.float32)})
+        ids_name, mask_name = TEXT_INPUTS
+        return _concat([encoder.run({ids_name: ids[i:i + self.text_chunk],
+                                     mask_name: mask[i:i + self.text_chunk].astype(np.float32)})
                         for i in range(0, len(ids), self.text_chunk)])
 
     # ------------------------------------------------------------------------------------------------ video
@@ -191,7 +193,7 @@ class Retriever:
             pixels = self.preprocess(clip.reshape(b * t, *clip.shape[2:]))
             pixels = pixels.reshape(b, t, *pixels.shape[1:])
             packs.append(self.backends[VIDEO_ENCODER].run(
-                {"frames": pixels, "frame_mask": mask[start:start + b].astype(np.float32)}))
+                dict(zip(VIDEO_INPUTS, (pixels, mask[start:start + b].astype(np.float32))))))
         return _concat(packs)
 
     # ------------------------------------------------------------------------------------------------ score
@@ -211,4 +213,4 @@ class Retriever:
             for name, chunks in row.items():
                 rows.setdefault(name, []).append(np.concatenate(chunks, axis=1))
         result = {name: np.concatenate(parts, axis=0) for name, parts in rows.items()}
-        return (result["scores"], result) if levels else result["scores"]
+        return (result[SCORES], result) if levels else result[SCORES]

@@ -43,7 +43,9 @@ class WindowSpan:
     end: float  # time of the last frame inside the span
     frames: np.ndarray  # int64 [n], n <= T: the chosen frame numbers, increasing
     mask: np.ndarray  # bool [T]: True for the first n slots
-    count: int  # frames inside the span (the T chosen are sampled from these)
+    count: int  # frames inside the span (the T chosen are sampled from these); 0 where a gap in the
+    # timestamps is longer than the window: an all-masked window, which the monitor scores like any other (its
+    # score means little) and an archive had better skip
 
 
 def _check_settings(window: float, stride: float, num_frames: int) -> None:

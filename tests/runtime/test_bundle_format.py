@@ -78,3 +78,15 @@ def test_thresholds_are_resolved_in_one_place():
         resolve_thresholds(None, bundle_id="b")
     with pytest.raises(ConfigError, match="must not exceed"):
         resolve_thresholds(None, 0.2, 0.3)
+
+
+def test_the_graph_io_names_are_the_bundles(runtime_bundle):
+    """The names the runtime feeds and reads are those of the graphs in the bundle (its golden data has them)."""
+    from hbci.runtime.bundle import GLOBAL_OUTPUTS, TEXT_INPUTS, VIDEO_INPUTS
+
+    golden = load_bundle(runtime_bundle).golden()
+    assert tuple(golden.inputs["video_encoder"]) == VIDEO_INPUTS
+    assert tuple(golden.inputs["text_encoder"]) == TEXT_INPUTS
+    for graph, name in GLOBAL_OUTPUTS.items():
+        assert golden.outputs[graph][name].ndim == 2
+    assert "scores" in golden.outputs["bci_scorer"]

@@ -63,3 +63,14 @@ def test_finish_ends_open_events_at_the_last_window():
     assert tracker.finish("stopped") == []
     with pytest.raises(ConfigError):
         EventTracker(threshold_on=0.5, threshold_off=0.5, smoothing=1.0)
+
+
+def test_open_events_snapshot():
+    tracker = EventTracker(threshold_on=0.5, threshold_off=0.5)
+    tracker.add("a")
+    tracker.add("b")
+    tracker.update(window(0), np.array([0.9, 0.1], np.float32))
+    tracker.update(window(1), np.array([0.7, 0.1], np.float32))
+    (open_event,) = tracker.open_events()
+    assert open_event == {"id": 0, "query": "a", "query_index": 0, "window_start": 0.0, "window_end": 1.875,
+                          "peak_score": pytest.approx(0.9), "peak_raw_score": pytest.approx(0.9)}
