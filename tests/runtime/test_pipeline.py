@@ -199,6 +199,9 @@ def test_the_pipeline_gives_the_monitors_events_and_runs_a_spec_again(runtime_bu
     again = recent.events()[len(direct):]
     assert [e["id"] for e in again] == [e["id"] + 2 for e in direct]
     assert [e | {"id": 0} for e in again] == [e | {"id": 0} for e in direct]
+    status = pipeline.status()
+    assert status["source"]["kind"] == "file" and status["source"]["target"] == str(path)
+    assert status["backend"].startswith("onnxruntime") and status["bundle_id"] == retriever.bundle_id
 
 
 def test_stop_before_the_run_ends_it_at_once(runtime_bundle, stream_video):
