@@ -73,7 +73,7 @@ def _tensorrt_reason(bundle) -> str | None:
         tensorrt_status()
     except EngineSkipped as exc:
         return str(exc)
-    if not bundle.manifest.get("engines"):
+    if not bundle.manifest.engines:
         return "no engines in the bundle (python export/build_engines.py --require-engines builds them)"
     return None
 
@@ -114,8 +114,8 @@ def _size(ctx, name: str) -> dict:
                 sessions[(p, spinning)] = OrtBackend(paths[p], ["CPUExecutionProvider"], optimization=optimization,
                                                      spinning=spinning)
         extra = {}
-        if trt_reason is None and graph in bundle.manifest["engines"].get("fp16", {}):
-            engine = bundle.root / bundle.manifest["engines"]["fp16"][graph]
+        engine = bundle.engine_path(graph, "fp16") if trt_reason is None else None
+        if engine is not None:
             extra["tensorrt_fp16"] = create_backend("tensorrt", paths["fp16"], engine)
 
         def ort_call(backend):
