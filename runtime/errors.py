@@ -1,6 +1,7 @@
 """The project's errors: every failure a user can cause is one of these, with a message that names the cause."""
 
-__all__ = ["HbciError", "VideoError", "SourceError", "BundleError", "ConfigError", "QueryError", "DatasetError"]
+__all__ = ["HbciError", "VideoError", "SourceError", "BundleError", "ConfigError", "QueryError", "DatasetError",
+           "DatabaseError", "IndexMismatchError", "PartialFailure", "OutputError"]
 
 
 class HbciError(Exception):
@@ -34,3 +35,19 @@ class QueryError(HbciError):
 
 class DatasetError(HbciError):
     """A dataset's annotation files are malformed or its videos are missing."""
+
+
+class PartialFailure(HbciError):
+    """Some inputs failed and were skipped (raised only where the user asked for strictness)."""
+
+
+class DatabaseError(HbciError):
+    """An archive database is missing, not a database, damaged or locked."""
+
+
+class IndexMismatchError(HbciError):
+    """An archive index was built with another bundle than the one searching it."""
+
+
+class OutputError(HbciError):
+    """An output cannot be written or shown (clip folder, video writer, display)."""
