@@ -178,7 +178,7 @@ class EmbeddedStore(Store):
             "SELECT path, size, mtime_ns, sha256, status, error, windows, duration FROM files").fetchall()
         return {r[0]: FileRecord(*r) for r in rows}
 
-    def write_file(self, path: str) -> FileWriter:
+    def write_file(self, path: str, sha256: str) -> FileWriter:
         self._require_writable()
         if self._writer is not None:
             raise RuntimeError("one file at a time: commit or abort the previous writer first")

@@ -384,7 +384,7 @@ def _store_file(store: Store, retriever, video: Path, stat: os.stat_result, old:
                 duration = value
             elif kind == "batch":
                 if writer is None:
-                    writer = store.write_file(str(video))
+                    writer = store.write_file(str(video), digest)
                 pack = retriever.encode_video(value.frames, value.masks)
                 writer.add(value.windows, pack, value.thumbnails)
                 count += len(value.windows)
@@ -393,7 +393,7 @@ def _store_file(store: Store, retriever, video: Path, stat: os.stat_result, old:
                 final = FileRecord(str(video), stat.st_size, stat.st_mtime_ns, digest, "indexed", None, count,
                                    duration)
                 if writer is None:
-                    writer = store.write_file(str(video))
+                    writer = store.write_file(str(video), digest)
                 writer.commit(final)
                 writer = None
                 summary.windows += count

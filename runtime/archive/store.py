@@ -115,8 +115,8 @@ class Store(ABC):
         """Every file record, by path."""
 
     @abstractmethod
-    def write_file(self, path: str) -> FileWriter:
-        """A writer for the windows of the file at `path` (one writer at a time); see `FileWriter`."""
+    def write_file(self, path: str, sha256: str) -> FileWriter:
+        """A writer for the windows of the file at `path` with these contents (one writer at a time)."""
 
     def finish(self) -> None:
         """Bring derived search structures (an ANN index) up to date after an index run."""
