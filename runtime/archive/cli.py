@@ -169,3 +169,10 @@ def _search(args) -> int:
 
 def search_main(argv: Sequence[str] | None = None) -> int:
     return _main("hbci-search", _search_parser(), _search, argv)
+
+
+if __name__ == "__main__":  # python -m hbci.runtime.archive.cli index|search ...
+    _commands = {"index": index_main, "search": search_main}
+    if len(sys.argv) < 2 or sys.argv[1] not in _commands:
+        sys.exit(f"usage: python -m hbci.runtime.archive.cli {{index,search}} ...")
+    sys.exit(_commands[sys.argv[1]](sys.argv[2:]))
