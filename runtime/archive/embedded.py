@@ -71,13 +71,19 @@ class EmbeddedStore(Store):
             _check_header(path)
         elif not create:
             raise DatabaseError(f"{path}: no archive here (build one with: hbci-index VIDEO_DIR --db {path})")
-        if not create:
+        if path.exists():
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
             try:
-                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-                _check_schema(conn, path)
+                _check_schema(conn, path, allow_empty=create)  # a writer killed before it made the tables
             except sqlite3.DatabaseError as exc:
+                conn.close()
                 raise DatabaseError(f"{path}: cannot be read as an archive ({exc})") from None
-            return cls(path, conn, writable=False, lock_fd=None)
+            except DatabaseError:
+                conn.close()
+                raise
+            if not create:
+                return cls(path, conn, writable=False, lock_fd=None)
+            conn.close()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -89,14 +95,9 @@ class EmbeddedStore(Store):
             # NORMAL in WAL mode survives any process crash; a power cut may lose the last commit, which only
             # leaves array rows past the committed count (truncated at the next open).
             conn.execute("PRAGMA synchronous=NORMAL")
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if tables and not _TABLES <= tables:  # never add our tables to someone else's database
-                raise DatabaseError(f"{path}: is an SQLite database but not an hbci archive")
             conn.executescript(_SCHEMA)
-        except (sqlite3.DatabaseError, DatabaseError) as exc:
+        except sqlite3.DatabaseError as exc:
             os.close(lock_fd)
-            if isinstance(exc, DatabaseError):
-                raise
             raise DatabaseError(f"{path}: cannot be opened as an archive ({exc})") from None
         store = cls(path, conn, writable=True, lock_fd=lock_fd)
         store._truncate_uncommitted()
@@ -470,9 +471,10 @@ def _check_header(path: Path) -> None:
         raise DatabaseError(f"{path}: is not an archive database (not SQLite)")
 
 
-def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
+def _check_schema(conn: sqlite3.Connection, path: Path, allow_empty: bool = False) -> None:
+    """Refuse a database that is not an archive: indexing never adds its tables to someone else's database."""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if not _TABLES <= tables:
+    if not _TABLES <= tables and not (allow_empty and not tables):
         raise DatabaseError(f"{path}: is an SQLite database but not an hbci archive")
 
 

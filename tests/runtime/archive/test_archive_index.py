@@ -4,6 +4,7 @@ mismatches, and SIGKILL at random points of hbci-index."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
@@ -39,6 +40,19 @@ def rows(db: Path) -> list[tuple]:
         return windows, files
     finally:
         conn.close()
+
+
+def locked(path: Path) -> bool:
+    """Whether another process holds the archive's writer lock."""
+    if not path.exists():
+        return False
+    with open(path) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
 
 
 class OtherBundle:
@@ -168,9 +182,9 @@ def test_sigkill_at_random_points_then_rerun_gives_the_rows_of_an_uninterrupted_
     for _ in range(5):
         process = subprocess.Popen(command + ["--db", str(db)], env=ENV, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-        # The database opens once the model is loaded: from then on, a random point of the indexing.
+        # The writer's lock is taken once the model is loaded: from then on, a random point of the indexing.
         deadline = time.monotonic() + 60
-        while not (tmp_path / "killed.db.lock").exists() and process.poll() is None and time.monotonic() < deadline:
+        while not locked(tmp_path / "killed.db.lock") and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(rng.uniform(0, indexing))
         process.send_signal(signal.SIGKILL)
