@@ -18,7 +18,8 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable
 
-from hbci.runtime.archive.indexer import DEFAULT_STRIDE, DEFAULT_WINDOW, IndexSummary, index_videos, scan_videos
+from hbci.runtime.archive.indexer import (DEFAULT_STRIDE, DEFAULT_WINDOW, IndexSummary, archive_meta, check_meta,
+                                         index_videos, scan_videos)
 from hbci.runtime.archive.search import DEFAULT_CANDIDATES, SearchResult, search_archive
 from hbci.runtime.archive.sheet import write_contact_sheet
 from hbci.runtime.archive.store import Store, StoreStats, open_store
@@ -61,6 +62,9 @@ class Archive:
         retriever = self._need_retriever()
         paths = list(paths)
         scan_videos(paths)  # a missing path or unreadable folder is refused before the store is created
+        if not reindex and "://" not in self.location and Path(self.location).exists():
+            # Another bundle or other windows are refused before the store is opened for writing.
+            check_meta(self._reader(), archive_meta(retriever, window, stride))
         self.close()
         with open_store(self.location, create=True) as store:
             return index_videos(store, retriever, paths, window=window, stride=stride, batch=batch,

@@ -1,4 +1,4 @@
-"""The embedded archive store: SQLite (WAL) for files, windows, thumbnails and state; the video packs in
+"""The embedded archive store: SQLite (WAL while indexing) for files, windows, thumbnails and state; the video packs in
 memory-mapped array files beside it; stage one by exact matrix product, or a usearch HNSW index above
 `ANN_MIN_WINDOWS` windows.
 
@@ -108,6 +108,13 @@ class EmbeddedStore(Store):
             self._writer.abort()
         self._maps.clear()
         self._ann = None
+        if self.writable:
+            # At rest the database leaves WAL mode, so that searching (read-only) creates no -wal/-shm files
+            # beside it; it fails harmlessly while a reader is connected.
+            try:
+                self.conn.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.OperationalError:
+                pass
         self.conn.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)

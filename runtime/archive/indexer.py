@@ -32,7 +32,7 @@ from hbci.runtime.errors import ConfigError, HbciError, IndexMismatchError, Vide
 from hbci.runtime.video import FirstFrameSize, frame_times, iter_frames_at, resize_center_crop, sample_indices
 
 __all__ = ["VIDEO_EXTENSIONS", "DEFAULT_WINDOW", "DEFAULT_STRIDE", "THUMBNAIL_SIZE", "IndexSummary",
-           "scan_videos", "index_videos"]
+           "scan_videos", "index_videos", "archive_meta", "check_meta"]
 
 log = logging.getLogger("hbci")
 
@@ -265,19 +265,11 @@ def index_videos(store: Store, retriever, paths: Iterable[str | os.PathLike], *,
     started = time.monotonic()
     roots = [Path(p).absolute() for p in paths]
     videos = scan_videos(roots)  # refuses missing paths and unreadable folders before anything is written
-    bundle = retriever.bundle
-    wanted = ArchiveMeta(retriever.bundle_id, float(window), float(stride), bundle.num_frames, bundle.image_size)
-    current = store.meta()
-    if current is None or reindex:
+    wanted = archive_meta(retriever, window, stride)
+    if store.meta() is None or reindex:
         store.reset(wanted)
-    elif current.bundle_id != wanted.bundle_id:
-        raise IndexMismatchError(f"{store.location} was indexed with bundle {current.bundle_id}, not "
-                                 f"{wanted.bundle_id}: embeddings of two models are never mixed; rebuild it with "
-                                 f"hbci-index --reindex")
-    elif current != wanted:
-        raise ConfigError(f"{store.location} was indexed with window {current.window:g} s and stride "
-                          f"{current.stride:g} s, not {window:g} s and {stride:g} s: use those, or rebuild it with "
-                          f"--reindex")
+    else:
+        check_meta(store, wanted)
 
     summary = IndexSummary(scanned=len(videos))
     known = store.files()
@@ -323,6 +315,26 @@ def index_videos(store: Store, retriever, paths: Iterable[str | os.PathLike], *,
     summary.seconds = time.monotonic() - started
     summary.total_windows = store.count()
     return summary
+
+
+def archive_meta(retriever, window: float, stride: float) -> ArchiveMeta:
+    """The settings an index run with this retriever, window and stride gives an archive."""
+    bundle = retriever.bundle
+    return ArchiveMeta(retriever.bundle_id, float(window), float(stride), bundle.num_frames, bundle.image_size)
+
+
+def check_meta(store: Store, wanted: ArchiveMeta) -> None:
+    """Refuse to add to an archive made with another bundle (IndexMismatchError) or other windows (ConfigError)."""
+    current = store.meta()
+    if current is None or current == wanted:
+        return
+    if current.bundle_id != wanted.bundle_id:
+        raise IndexMismatchError(f"{store.location} was indexed with bundle {current.bundle_id}, not "
+                                 f"{wanted.bundle_id}: embeddings of two models are never mixed; rebuild it with "
+                                 f"hbci-index --reindex")
+    raise ConfigError(f"{store.location} was indexed with window {current.window:g} s and stride "
+                      f"{current.stride:g} s, not {wanted.window:g} s and {wanted.stride:g} s: use those, or "
+                      f"rebuild it with --reindex")
 
 
 def _is_under(path: str, root: Path) -> bool:
