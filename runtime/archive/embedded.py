@@ -1,6 +1,6 @@
 """The embedded archive store: SQLite (WAL while indexing) for files, windows, thumbnails and state; the video packs in
 memory-mapped array files beside it; stage one by exact matrix product, or a usearch HNSW index above
-`ANN_MIN_WINDOWS` windows.
+`ANN_MIN_VALUES` stored values.
 
 On disk, for `--db archive.db`: `archive.db` (SQLite; `-wal`/`-shm` while open), `archive.db.lock` (one writer at
 a time), and `archive.db.arrays/` with one raw file per pack key (`<key>.bin`, row-major [rows, ...], dtype and
@@ -29,11 +29,12 @@ from hbci.runtime.archive.store import (GLOBAL_KEY, ArchiveMeta, FileRecord, Fil
                                         WindowRecord)
 from hbci.runtime.errors import DatabaseError, HbciError
 
-__all__ = ["EmbeddedStore", "ANN_MIN_WINDOWS"]
+__all__ = ["EmbeddedStore", "ANN_MIN_VALUES"]
 
-# Below this many windows the exact product over all global embeddings is as fast as an HNSW search (measured by
-# benchmarks/bench_archive.py, see docs/archive.md); above it, usearch.
-ANN_MIN_WINDOWS = 50_000
+# Stage one switches from the exact product to usearch HNSW at this many stored values (windows x D): 8M float32
+# values (62.5k windows at D = 128, 15.6k at D = 512) cost about 3-7 ms a query on the project's 2-core CPU, growing
+# linearly, against under 1 ms for HNSW, whose recall is below 1 (benchmarks/bench_archive.py, docs/archive.md).
+ANN_MIN_VALUES = 8_000_000
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _TABLES = {"state", "files", "windows", "thumbs"}
 _SCHEMA = """
@@ -265,14 +266,20 @@ class EmbeddedStore(Store):
         if m <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         query = np.asarray(query, np.float32).reshape(-1)
-        if n >= ANN_MIN_WINDOWS:
+        if self._uses_ann():
             found = self._ann_candidates(query, m)
             if found is not None:
                 return found
         return self._exact_candidates(query, m)
 
+    def _uses_ann(self) -> bool:
+        vectors = self._array(GLOBAL_KEY)
+        return len(self._ids) * int(np.prod(vectors.shape[1:])) >= ANN_MIN_VALUES
+
     def _exact_candidates(self, query: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-        scores = np.asarray(self._array(GLOBAL_KEY) @ query, np.float32)
+        # einsum runs in this thread: a multi-threaded BLAS matrix-vector product gains nothing on this
+        # memory-bound work and waits for scheduler slices when the cores are busy (12 ms instead of 0.1 ms).
+        scores = np.einsum("ij,j->i", self._array(GLOBAL_KEY), query).astype(np.float32, copy=False)
         if self._live is not None:
             scores[~self._live] = -np.inf
         top = np.argpartition(-scores, m - 1)[:m] if m < len(scores) else np.arange(len(scores))
@@ -314,7 +321,7 @@ class EmbeddedStore(Store):
         vectors = self._array(GLOBAL_KEY)
         if index is None:
             index = _usearch().Index(ndim=vectors.shape[1], metric="ip", dtype="f32", connectivity=16,
-                                     expansion_add=128, expansion_search=128)
+                                     expansion_add=128, expansion_search=256)
         if covered < rows:
             index.add(np.arange(covered, rows, dtype=np.int64), np.ascontiguousarray(vectors[covered:rows]))
             if self.writable:
@@ -334,7 +341,7 @@ class EmbeddedStore(Store):
     def finish(self) -> None:
         """Bring the ANN index up to date after an index run, so the first search does not pay for it."""
         self._refresh()
-        if len(self._ids) >= ANN_MIN_WINDOWS:
+        if len(self._ids) and self._uses_ann():
             self._ann_index()
 
     def packs(self, ids: np.ndarray) -> Pack:
@@ -374,7 +381,7 @@ class EmbeddedStore(Store):
         return StoreStats(self.location, self.backend, self.meta(), files.get("indexed", 0), files.get("failed", 0),
                           len(self._ids), size,
                           {"array_rows": rows, "holes": rows - len(self._ids),
-                           "stage_one": "usearch HNSW" if len(self._ids) >= ANN_MIN_WINDOWS else "exact product"})
+                           "stage_one": "usearch HNSW" if len(self._ids) and self._uses_ann() else "exact product"})
 
 
 class _EmbeddedWriter(FileWriter):
@@ -504,6 +511,6 @@ def _usearch():
     try:
         import usearch.index
     except ImportError:
-        raise HbciError(f"archives of {ANN_MIN_WINDOWS} windows or more search with usearch, which is not "
-                        f"installed: pip install 'hbci[archive]'") from None
+        raise HbciError("large archives (windows x embedding width >= 8M) search with usearch, which is not "
+                        "installed: pip install 'hbci[archive]'") from None
     return usearch.index

@@ -111,7 +111,7 @@ def test_usearch_stage_one_finds_the_exact_candidates_and_skips_holes(videos, ar
     with open_store(db) as store:
         assert store.stats().details["holes"] == 1
         exact_ids, exact_scores = store.candidates(query, 8)
-    monkeypatch.setattr(embedded, "ANN_MIN_WINDOWS", 1)
+    monkeypatch.setattr(embedded, "ANN_MIN_VALUES", 1)
     with open_store(db) as store:
         ann_ids, ann_scores = store.candidates(query, 8)
         assert store.stats().details["stage_one"] == "usearch HNSW"
