@@ -60,6 +60,7 @@ class EmbeddedStore(Store):
         self._writer: _EmbeddedWriter | None = None
         self._cache_version = None
         self._maps: dict[str, np.memmap] = {}
+        self._fds: dict[str, int] = {}  # pack files, read with pread
         self._ann = None  # (generation, rows, usearch index)
 
     # --------------------------------------------------------------------------------------------- opening
@@ -108,6 +109,7 @@ class EmbeddedStore(Store):
         if self._writer is not None:
             self._writer.abort()
         self._maps.clear()
+        self._close_fds()
         self._ann = None
         if self.writable:
             # At rest the database leaves WAL mode, so that searching (read-only) creates no -wal/-shm files
@@ -175,6 +177,7 @@ class EmbeddedStore(Store):
         shutil.rmtree(self.arrays_dir, ignore_errors=True)
         self.arrays_dir.mkdir()
         self._maps.clear()
+        self._close_fds()
         self._ann = None
 
     def _require_writable(self) -> None:
@@ -240,7 +243,15 @@ class EmbeddedStore(Store):
             if len(self._ids) < self._snapshot_rows:
                 self._live = np.zeros(self._snapshot_rows, bool)
                 self._live[self._ids] = True
-            self._generation = int(self._state("generation", 0))
+            generation = int(self._state("generation", 0))
+            if generation != getattr(self, "_generation", generation):
+                self._close_fds()  # a --reindex replaced the array files
+            self._generation = generation
+
+    def _close_fds(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
     def _array(self, key: str) -> np.ndarray:
         if key not in self._maps:
@@ -250,6 +261,30 @@ class EmbeddedStore(Store):
                 return np.zeros((0, *shape), dtype)
             self._maps[key] = np.memmap(self._array_path(key), dtype=dtype, mode="r", shape=(rows, *shape))
         return self._maps[key]
+
+    def _read_rows(self, key: str, ids: np.ndarray) -> np.ndarray:
+        """Rows of one pack array, read with pread: mapping the file instead would bring whole page-cache folios
+        (up to megabytes) into the process for each scattered row stage two reads."""
+        shape, dtype = self._snapshot_layout[key]
+        size = _row_bytes(shape, dtype)
+        if key not in self._fds:
+            self._fds[key] = os.open(self._array_path(key), os.O_RDONLY)
+        fd = self._fds[key]
+        order = np.argsort(ids, kind="stable")
+        rows = ids[order]
+        out = np.empty((len(ids), *shape), dtype)
+        view = out.reshape(len(ids), -1).view(np.uint8)
+        j = 0
+        while j < len(rows):  # one read per run of consecutive rows (--exact reads whole chunks)
+            k = j + 1
+            while k < len(rows) and rows[k] == rows[k - 1] + 1:
+                k += 1
+            data = os.pread(fd, size * (k - j), int(rows[j]) * size)
+            if len(data) != size * (k - j):
+                raise DatabaseError(f"{self._array_path(key)}: shorter than the database says (damaged)")
+            view[order[j:k]] = np.frombuffer(data, np.uint8).reshape(k - j, -1)
+            j = k
+        return out
 
     def count(self) -> int:
         self._refresh()
@@ -347,7 +382,9 @@ class EmbeddedStore(Store):
     def packs(self, ids: np.ndarray) -> Pack:
         self._refresh()
         ids = np.asarray(ids, np.int64)
-        return {key: np.asarray(self._array(key)[ids]) for key in self._snapshot_layout}
+        if len(ids) and (ids.min() < 0 or ids.max() >= self._snapshot_rows):
+            raise DatabaseError(f"{self.path}: window ids out of range")
+        return {key: self._read_rows(key, ids) for key in self._snapshot_layout}
 
     def windows(self, ids: np.ndarray) -> list[WindowRecord]:
         ids = [int(i) for i in ids]
