@@ -76,7 +76,16 @@ class EmbeddedStore(Store):
         if path.exists():
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
             try:
-                _check_schema(conn, path, allow_empty=create)  # a writer killed before it made the tables
+                try:
+                    _check_schema(conn, path, allow_empty=create)  # a writer killed before it made the tables
+                except sqlite3.OperationalError as exc:
+                    if "readonly" not in str(exc):
+                        raise
+                    # A writer was killed: its write-ahead log needs a recovery a read-only connection cannot do.
+                    conn.close()
+                    _recover(path)
+                    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+                    _check_schema(conn, path, allow_empty=create)
             except sqlite3.DatabaseError as exc:
                 conn.close()
                 raise DatabaseError(f"{path}: cannot be read as an archive ({exc})") from None
@@ -527,6 +536,21 @@ def _check_schema(conn: sqlite3.Connection, path: Path, allow_empty: bool = Fals
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if not _TABLES <= tables and not (allow_empty and not tables):
         raise DatabaseError(f"{path}: is an SQLite database but not an hbci archive")
+
+
+def _recover(path: Path) -> None:
+    """Roll back what a killed writer left in the write-ahead log (committed transactions stay) and leave WAL
+    mode, as a writer closing normally does. Only while no writer holds the lock: a live writer's log is fine."""
+    fd = _lock(path)
+    try:
+        conn = sqlite3.connect(str(path), isolation_level=None)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            conn.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            conn.close()
+    finally:
+        os.close(fd)
 
 
 def _lock(path: Path) -> int:

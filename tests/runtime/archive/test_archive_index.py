@@ -20,7 +20,7 @@ from hbci.runtime.archive import Archive, open_store
 from hbci.runtime.archive.indexer import scan_videos
 from hbci.runtime.bundle import load_bundle
 from hbci.runtime.retriever import Retriever
-from hbci.runtime.errors import ConfigError, HbciError, IndexMismatchError
+from hbci.runtime.errors import ConfigError, DatabaseError, HbciError, IndexMismatchError
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
@@ -32,6 +32,11 @@ def index(db, retriever, paths, **kw):
 
 def rows(db: Path) -> list[tuple]:
     """Every committed window as (path, index, start, end, bundle id, row), and every file record."""
+    try:
+        with open_store(db):  # a reader first: it recovers what a killed writer left, as hbci-search does
+            pass
+    except DatabaseError:  # killed before it made its tables
+        pass
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         if not conn.execute("SELECT name FROM sqlite_master WHERE name = 'windows'").fetchall():
@@ -176,9 +181,9 @@ def test_sigkill_at_random_points_then_rerun_gives_the_rows_of_an_uninterrupted_
     command = [sys.executable, "-m", "hbci.runtime.archive.cli", "index", str(videos / "clips"),
                str(videos / "stream"), "--bundle", str(runtime_bundle), "--batch", "1", "--no-progress"]
     reference = tmp_path / "reference.db"  # the uninterrupted run, in-process: the same code and batches
-    with Archive.open(reference, Retriever.load(runtime_bundle, precision="fp32" if "fp32" in
-                                                load_bundle(runtime_bundle).precisions else "fp16"),
-                      create=True) as archive:
+    reference_retriever = Retriever.load(runtime_bundle, precision="fp32" if "fp32" in
+                                         load_bundle(runtime_bundle).precisions else "fp16")
+    with Archive.open(reference, reference_retriever, create=True) as archive:
         indexing = archive.index([videos / "clips", videos / "stream"], batch=1, progress=False).seconds
     db = tmp_path / "killed.db"
     rng = np.random.default_rng(5)
@@ -194,6 +199,10 @@ def test_sigkill_at_random_points_then_rerun_gives_the_rows_of_an_uninterrupted_
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         committed.append(len(rows(db)[1]) if db.exists() else 0)
+        if committed[-1]:  # what was committed before the kill is searchable at once
+            with Archive.open(db, reference_retriever) as archive:
+                assert archive.stats().files == committed[-1]
+                assert archive.search("a red circle moves left", 3).moments
     result = subprocess.run(command + ["--db", str(db)], env=ENV, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     print(f"files committed after each kill: {committed} of {len(rows(reference)[1])}")
