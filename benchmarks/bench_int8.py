@@ -131,7 +131,7 @@ def bench(name: str, repeats: int, batch: int, calib_clips: int, work: Path, cpu
     from hbci.config import ModelConfig
     from hbci.export.graphs import export_graph
     from hbci.model import HBCI
-    from hbci.runtime.bundle import Bundle
+    from hbci.runtime.bundle import Bundle, Manifest
     from hbci.runtime.video import CLIP_MEAN, CLIP_STD
 
     torch.manual_seed(0)
@@ -143,7 +143,8 @@ def bench(name: str, repeats: int, batch: int, calib_clips: int, work: Path, cpu
     export_graph(model, "video_encoder", fp32_path)
     export_s = time.perf_counter() - t0
     del model
-    bundle_like = Bundle(work, {"num_frames": 12, "image_size": size, "mean": list(CLIP_MEAN), "std": list(CLIP_STD)})
+    bundle_like = Bundle(work, Manifest(num_frames=12, max_words=32, image_size=size, mean=CLIP_MEAN, std=CLIP_STD,
+                                        graphs={}))
     clips = _clips(bundle_like, calib_clips, work)
     t0 = time.perf_counter()
     quantize_graph(fp32_path, int8_path, CalibrationReader(clips), method="minmax")

@@ -1,6 +1,6 @@
 """Calibration and held-out clips for INT8: real videos decoded and preprocessed exactly as the runtime does.
 
-Frames come from `hbci.runtime.video.load_clip` and `normalize` with the bundle's T, image size, mean and std:
+Frames come from `hbci.runtime.video.load_clip` and `preprocess` with the bundle's T, image size, mean and std:
 the same two calls `Retriever.load_video` and `Retriever.preprocess` make (a test checks the feeds are
 bit-identical to the retriever's). No re-implementation, no torch.
 
@@ -29,9 +29,10 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from hbci.runtime.bundle import Bundle
+from hbci.runtime.bundle import VIDEO_INPUTS, Bundle
 from hbci.runtime.errors import DatasetError, VideoError
-from hbci.runtime.video import load_clip, normalize, resize_center_crop
+from hbci.runtime.video import load_clip
+from hbci.runtime.video import preprocess as video_preprocess
 
 __all__ = ["VIDEO_EXTENSIONS", "DEFAULT_CLIPS", "DEFAULT_HISTOGRAM_CLIPS", "MAX_HISTOGRAM_CLIPS",
            "HISTOGRAM_ROUND", "CalibrationDataError", "ClipSet", "CalibrationReader", "find_videos", "video_paths",
@@ -95,10 +96,10 @@ def spread(n: int, k: int) -> list[int]:
 
 
 def preprocess(frames: np.ndarray, bundle: Bundle) -> np.ndarray:
-    """uint8 [B, T, S, S, 3] -> float32 [B, T, 3, S, S]: `Retriever.preprocess` applied per clip."""
+    """uint8 [B, T, S, S, 3] -> float32 [B, T, 3, S, S]: the runtime's preprocessing (`Retriever.preprocess`)
+    applied per clip."""
     b, t = frames.shape[:2]
-    flat = frames.reshape(b * t, *frames.shape[2:])
-    pixels = normalize(resize_center_crop(flat, bundle.image_size), bundle.mean, bundle.std)
+    pixels = video_preprocess(frames.reshape(b * t, *frames.shape[2:]), bundle.image_size, bundle.mean, bundle.std)
     return pixels.reshape(b, t, *pixels.shape[1:])
 
 
@@ -120,8 +121,8 @@ class ClipSet:
         end = len(self) if end is None else min(end, len(self))
         for i in range(start, end, batch):
             j = min(i + batch, end)
-            yield {"frames": preprocess(self.frames[i:j], self.bundle),
-                   "frame_mask": self.masks[i:j].astype(np.float32)}
+            yield dict(zip(VIDEO_INPUTS, (preprocess(self.frames[i:j], self.bundle),
+                                          self.masks[i:j].astype(np.float32))))
 
 
 def load_clips(paths: Sequence[Path], bundle: Bundle, max_clips: int | None = None, source: str | Path = "",

@@ -12,7 +12,7 @@ Which clips calibrate and which judge (never the same clips):
   * no calib_captions: refused. Without held-out captions there is no retrieval check, and the gate does not
     pass a graph on cosines alone.
 
-The gate (defaults in GateThresholds; every figure goes to manifest["validation"]["int8_gate"]):
+The gate (defaults in GateThresholds; every figure goes to the manifest's `validation.int8_gate`):
   1. structure: Q/DQ only in front of MatMul/Gemm/Conv, zero points 0, per-channel weights (`inspect_qdq`);
   2. cosine similarity of every video-encoder output, INT8 against FP32, per held-out clip (each output
      flattened per clip): mean over clips >= min_mean_cosine (0.99) and worst clip >= min_clip_cosine (0.95);
@@ -46,6 +46,7 @@ is redone (force=True redoes it).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -59,20 +60,20 @@ from typing import Callable
 
 import numpy as np
 
-from hbci.calibration import quantize as _quantize
+from hbci.calibration import quantize as _quantize_module
 from hbci.calibration.data import (MAX_HISTOGRAM_CLIPS, CalibrationDataError, CalibrationReader, default_clip_count,
                                    load_clips, video_paths)
 from hbci.calibration.quantize import METHODS, CalibrationError, inspect_qdq
-from hbci.runtime.bundle import Bundle, load_bundle, write_manifest
-from hbci.runtime.errors import BundleError, VideoError
+from hbci.runtime.bundle import (VIDEO_ENCODER, Bundle, Manifest, Validation, graph_file, graph_files, load_bundle,
+                                 write_manifest)
+from hbci.runtime.errors import BundleError, GateRefused, VideoError
 
-__all__ = ["GateThresholds", "GateFailed", "quantize_bundle", "cosine_report", "BACKENDS", "INT8_GRAPHS",
-           "DEFAULT_GOLDEN_TOLERANCE"]
+__all__ = ["GateThresholds", "GateFailed", "quantize_bundle", "cosine_report", "int8_tolerance", "BACKENDS",
+           "INT8_GRAPHS"]
 
 BACKENDS = ("onnxruntime", "modelopt")
-INT8_GRAPHS = {"video_encoder": "int8/video_encoder.onnx", "text_encoder": "fp32/text_encoder.onnx",
-               "bci_scorer": "fp32/bci_scorer.onnx"}
-DEFAULT_GOLDEN_TOLERANCE = 0.25
+INT8_GRAPHS = graph_files("int8")  # the bundle layout: INT8 video encoder, FP32 text encoder and scorer
+_INT8_VIDEO_ENCODER = graph_file(VIDEO_ENCODER, "int8")
 SMALL_HELD_OUT = 100  # captions; below this one caption is worth more than one point of R@1
 GATE_CHUNK = 16       # held-out clips decoded and encoded at a time (bounds memory on large held-out sets)
 
@@ -85,7 +86,7 @@ class GateThresholds:
     max_r5_drop: float = 1.0        # points of t2v R@5
 
 
-class GateFailed(CalibrationError):
+class GateFailed(CalibrationError, GateRefused):
     """The INT8 graph failed the accuracy gate; nothing was written. The message lists every check."""
 
     def __init__(self, report: str, figures: dict):
@@ -162,7 +163,7 @@ def _file_key(paths) -> list:
 
 
 def _inputs_key(bundle: Bundle, plan: dict, calib_captions, method, clips, backend, gate, max_gate_videos) -> str:
-    body = {"fp32_video_encoder": bundle.manifest["files"].get(bundle.manifest["graphs"]["fp32"]["video_encoder"]),
+    body = {"fp32_video_encoder": bundle.graph_sha256(VIDEO_ENCODER, "fp32"),
             "calibration": _file_key(plan["calib_paths"]), "captions": _file_key([calib_captions]),
             "held_out": _file_key(sorted({str(i.path) for i in plan["gate_items"]})), "method": method,
             "clips": clips, "backend": backend, "thresholds": asdict(gate), "max_gate_videos": max_gate_videos}
@@ -170,16 +171,16 @@ def _inputs_key(bundle: Bundle, plan: dict, calib_captions, method, clips, backe
 
 
 # ------------------------------------------------------------------------------------------------ staging
-def _stage(bundle: Bundle, staging: Path, int8_file: Path, manifest: dict) -> None:
+def _stage(bundle: Bundle, staging: Path, int8_file: Path, manifest: Manifest) -> None:
     """A complete bundle in `staging`: hard links (or copies) of the bundle's files, the INT8 graph, a manifest."""
-    for rel in bundle.manifest["files"]:
+    for rel in bundle.manifest.files:
         target = staging / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(bundle.root / rel, target)
         except OSError:
             shutil.copyfile(bundle.root / rel, target)
-    dest = staging / INT8_GRAPHS["video_encoder"]
+    dest = staging / _INT8_VIDEO_ENCODER
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
         dest.unlink()  # a link to an earlier INT8 graph of the bundle
@@ -191,15 +192,16 @@ def _golden(bundle: Bundle, graph_path: Path) -> dict:
     """The INT8 video encoder on the bundle's golden inputs: max abs error and cosines per output."""
     from hbci.runtime.backends import OrtBackend
 
-    with np.load(bundle.golden_path) as golden:
-        feeds = {k.split("/")[-1]: golden[k] for k in golden.files if k.startswith("video_encoder/in/")}
-        expected = {k.split("/")[-1]: golden[k] for k in golden.files if k.startswith("video_encoder/out/")}
-    got = OrtBackend(graph_path, ["CPUExecutionProvider"]).run(feeds)
+    golden = bundle.golden()
+    expected = golden.outputs[VIDEO_ENCODER]
+    got = OrtBackend(graph_path, ["CPUExecutionProvider"]).run(golden.inputs[VIDEO_ENCODER])
     return {"max_abs_diff": {n: float(np.abs(got[n] - v).max()) for n, v in expected.items()},
             "cosine": cosine_report(expected, got)}
 
 
-def _int8_tolerance(current: float, golden: dict) -> float:
+def int8_tolerance(current: float, golden: dict) -> float:
+    """The INT8 self-check tolerance: the current one when the INT8 graph's golden differences fit in it, else
+    the worst difference with a 25% margin, rounded up to 0.01."""
     worst = max(golden["max_abs_diff"].values(), default=0.0)
     if worst <= current:
         return current
@@ -287,25 +289,8 @@ def _report(checks: list[dict], header: str) -> str:
     return "\n".join(lines)
 
 
-def quantize_bundle(bundle_dir: str | Path, calib_videos: str | Path | None = None,
-                    calib_captions: str | Path | None = None, *, method: str = "minmax",
-                    max_samples: int | None = None, gate: GateThresholds = GateThresholds(),
-                    backend: str = "onnxruntime", gate_backend: str = "onnxruntime-cpu",
-                    max_gate_videos: int | None = None, force: bool = False,
-                    log: Callable[[str], None] = _stderr) -> dict:
-    """Calibrate, quantize and gate the bundle's video encoder; on success add the INT8 graphs to the bundle.
-
-    method: "minmax" (default), "entropy" or "percentile" (onnxruntime calibrators). max_samples: calibration
-    clips (default 64 for minmax, 16 for the histogram methods, which are capped at 32). backend: "onnxruntime"
-    or "modelopt" (needs `pip install nvidia-modelopt`). gate_backend: the runtime back end the gate measures
-    (ONNX Runtime on the CPU by default: the reference). max_gate_videos: use at most this many held-out videos
-    (default all). Returns the new manifest; raises GateFailed (nothing written) when a check fails.
-    """
-    t0 = time.perf_counter()
-    warn = log
-    bundle = load_bundle(bundle_dir)
-    if "fp32" not in bundle.manifest["graphs"]:
-        raise BundleError(f"{bundle.root}: INT8 is quantized from the FP32 graphs, and this bundle has none")
+def _clip_count(method: str, backend: str, max_samples: int | None, warn) -> int:
+    """Validate the request; the number of calibration clips to use."""
     if method not in METHODS:
         raise CalibrationError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
     if backend not in BACKENDS:
@@ -317,66 +302,113 @@ def quantize_bundle(bundle_dir: str | Path, calib_videos: str | Path | None = No
         warn(f"warning: the {method} calibrator keeps every intermediate tensor in memory; using "
              f"{MAX_HISTOGRAM_CLIPS} clips instead of {clips_wanted}")
         clips_wanted = MAX_HISTOGRAM_CLIPS
+    return clips_wanted
 
+
+def _quantize(fp32_path: Path, out: Path, clips, method: str, backend: str) -> None:
+    if backend == "modelopt":
+        _quantize_module.quantize_with_modelopt(fp32_path, out, clips, method=method)
+    else:
+        _quantize_module.quantize_graph(fp32_path, out, CalibrationReader(clips), method=method)
+
+
+def _with_int8(manifest: Manifest, tolerance: float) -> Manifest:
+    """The manifest with the INT8 graphs and their self-check tolerance added."""
+    precisions = sorted(set(manifest.precisions or manifest.graphs) | {"int8"})
+    return dataclasses.replace(manifest, graphs={**manifest.graphs, "int8": dict(INT8_GRAPHS)},
+                               precisions=tuple(precisions),
+                               golden_tolerance={**(manifest.golden_tolerance or {}), "int8": tolerance})
+
+
+def _figures(*, key: str, method: str, backend: str, gate: GateThresholds, plan: dict, clips, clips_wanted: int,
+             calib_captions, held: dict, golden: dict, tolerance: float, tolerance_before: float, structure: dict,
+             checks: list[dict], seconds: float) -> dict:
+    """Every figure of the gate, as recorded in the manifest's validation.int8_gate."""
+    fp32, int8 = held["retrieval"]["fp32"], held["retrieval"]["int8"]
+    return {
+        "passed": all(c["passed"] for c in checks), "key": key, "method": method, "backend": backend,
+        "gate_backend": held["backend"], "thresholds": asdict(gate), "split": plan["split"],
+        "calibration": {"source": plan["calib_source"], "clips": len(clips), "requested": clips_wanted,
+                        "candidates": len(plan["calib_paths"]), "skipped": len(clips.skipped),
+                        "skipped_files": [p for p, _ in clips.skipped[:20]],
+                        "overlap_excluded": plan["overlap_excluded"]},
+        "held_out": {"source": str(calib_captions), "videos": held["videos"], "captions": held["captions"],
+                     "skipped": len(held["skipped"]), "skipped_files": [p for p, _ in held["skipped"][:20]]},
+        "cosine": held["cosine"],
+        "retrieval": {"fp32": fp32, "int8": int8,
+                      "delta": {f"{d}_{k}": round(int8[d][k] - fp32[d][k], 6)
+                                for d in ("t2v", "v2t") for k in ("R@1", "R@5", "R@10")}},
+        "golden_max_abs_diff": golden["max_abs_diff"], "golden_cosine": golden["cosine"],
+        "golden_tolerance": tolerance, "golden_tolerance_before": tolerance_before,
+        "qdq": {k: v for k, v in structure.items() if k != "problems"}, "checks": checks,
+        "seconds": round(seconds, 1),
+    }
+
+
+def _commit(bundle: Bundle, staging: Path, manifest: Manifest, figures: dict) -> Manifest:
+    """Move the gated graph into the bundle, then write the manifest that names it."""
+    final = bundle.root / _INT8_VIDEO_ENCODER
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging / _INT8_VIDEO_ENCODER, final)
+    validation = dataclasses.replace(manifest.validation or Validation(), int8_gate=figures)
+    return write_manifest(bundle.root, dataclasses.replace(manifest, validation=validation))
+
+
+def quantize_bundle(bundle_dir: str | Path, calib_videos: str | Path | None = None,
+                    calib_captions: str | Path | None = None, *, method: str = "minmax",
+                    max_samples: int | None = None, gate: GateThresholds = GateThresholds(),
+                    backend: str = "onnxruntime", gate_backend: str = "onnxruntime-cpu",
+                    max_gate_videos: int | None = None, force: bool = False,
+                    log: Callable[[str], None] = _stderr) -> Manifest:
+    """Calibrate, quantize and gate the bundle's video encoder; on success add the INT8 graphs to the bundle.
+
+    method: "minmax" (default), "entropy" or "percentile" (onnxruntime calibrators). max_samples: calibration
+    clips (default 64 for minmax, 16 for the histogram methods, which are capped at 32). backend: "onnxruntime"
+    or "modelopt" (needs `pip install nvidia-modelopt`). gate_backend: the runtime back end the gate measures
+    (ONNX Runtime on the CPU by default: the reference). max_gate_videos: use at most this many held-out videos
+    (default all). Returns the new manifest; raises GateFailed (nothing written) when a check fails.
+    """
+    t0 = time.perf_counter()
+    warn = log
+    bundle = load_bundle(bundle_dir)
+    if "fp32" not in bundle.manifest.graphs:
+        raise BundleError(f"{bundle.root}: INT8 is quantized from the FP32 graphs, and this bundle has none")
+    clips_wanted = _clip_count(method, backend, max_samples, warn)
     plan = _plan(calib_videos, calib_captions, warn)
     if max_gate_videos:
         plan["gate_items"] = plan["gate_items"][:max_gate_videos]
     key = _inputs_key(bundle, plan, calib_captions, method, clips_wanted, backend, gate, max_gate_videos)
-    previous = bundle.manifest.get("validation", {}).get("int8_gate", {})
-    if not force and "int8" in bundle.manifest["graphs"] and previous.get("key") == key:
+    previous = (bundle.manifest.validation or Validation()).int8_gate or {}
+    if not force and "int8" in bundle.manifest.graphs and previous.get("key") == key:
         log(f"[int8] bundle {bundle.root} already holds an INT8 graph gated on the same inputs; nothing to do")
         return bundle.manifest
 
     clips = load_clips(plan["calib_paths"], bundle, clips_wanted, plan["calib_source"], warn)
     log(f"[int8] calibrating the video encoder on {len(clips)} clips ({method}, {backend})")
-    fp32_path = bundle.graph_path("video_encoder", "fp32")
     staging = Path(tempfile.mkdtemp(dir=bundle.root, prefix=".int8-staging-"))
     try:
         raw = staging / "video_encoder.int8.onnx"
-        if backend == "modelopt":
-            _quantize.quantize_with_modelopt(fp32_path, raw, clips, method=method)
-        else:
-            _quantize.quantize_graph(fp32_path, raw, CalibrationReader(clips), method=method)
+        _quantize(bundle.graph_path(VIDEO_ENCODER, "fp32"), raw, clips, method, backend)
         structure = inspect_qdq(raw)
         golden = _golden(bundle, raw)
-        tolerance_before = float(bundle.manifest.get("golden_tolerance", {}).get("int8", DEFAULT_GOLDEN_TOLERANCE))
-        tolerance = _int8_tolerance(tolerance_before, golden)
+        tolerance_before = bundle.manifest.tolerance("int8")
+        tolerance = int8_tolerance(tolerance_before, golden)
         if tolerance != tolerance_before:
             log(f"[int8] the INT8 video encoder differs from the golden outputs by up to "
                 f"{max(golden['max_abs_diff'].values()):.3f} (> golden_tolerance {tolerance_before}); "
                 f"the INT8 self-check tolerance becomes {tolerance} if the gate passes")
-
-        manifest = json.loads(json.dumps(bundle.manifest))
-        manifest["graphs"]["int8"] = dict(INT8_GRAPHS)
-        manifest["precisions"] = sorted(set(manifest.get("precisions", manifest["graphs"])) | {"int8"})
-        manifest.setdefault("golden_tolerance", {})["int8"] = tolerance
+        manifest = _with_int8(bundle.manifest, tolerance)
         _stage(bundle, staging, raw, manifest)
         log(f"[int8] gate: encoding {len(plan['gate_items'])} held-out videos with the FP32 and INT8 runtimes")
         held = _held_out(staging, plan["gate_items"], gate_backend, warn, log)
-
         checks = _checks(structure, held, gate, golden, tolerance)
-        small = held["captions"] < SMALL_HELD_OUT
-        if small:
+        if held["captions"] < SMALL_HELD_OUT:
             warn(f"warning: the held-out set has {held['captions']} captions (< {SMALL_HELD_OUT}): one caption "
                  f"is worth {100 / held['captions']:.2f} points of R@1")
-        figures = {
-            "passed": all(c["passed"] for c in checks), "key": key, "method": method, "backend": backend,
-            "gate_backend": held["backend"], "thresholds": asdict(gate), "split": plan["split"],
-            "calibration": {"source": plan["calib_source"], "clips": len(clips), "requested": clips_wanted,
-                            "candidates": len(plan["calib_paths"]), "skipped": len(clips.skipped),
-                            "skipped_files": [p for p, _ in clips.skipped[:20]],
-                            "overlap_excluded": plan["overlap_excluded"]},
-            "held_out": {"source": str(calib_captions), "videos": held["videos"], "captions": held["captions"],
-                         "skipped": len(held["skipped"]), "skipped_files": [p for p, _ in held["skipped"][:20]]},
-            "cosine": held["cosine"],
-            "retrieval": {"fp32": held["retrieval"]["fp32"], "int8": held["retrieval"]["int8"],
-                          "delta": {f"{d}_{k}": round(held["retrieval"]["int8"][d][k] - held["retrieval"]["fp32"][d][k], 6)
-                                    for d in ("t2v", "v2t") for k in ("R@1", "R@5", "R@10")}},
-            "golden_max_abs_diff": golden["max_abs_diff"], "golden_cosine": golden["cosine"],
-            "golden_tolerance": tolerance, "golden_tolerance_before": tolerance_before,
-            "qdq": {k: v for k, v in structure.items() if k != "problems"}, "checks": checks,
-            "seconds": round(time.perf_counter() - t0, 1),
-        }
+        figures = _figures(key=key, method=method, backend=backend, gate=gate, plan=plan, clips=clips,
+                           clips_wanted=clips_wanted, calib_captions=calib_captions, held=held, golden=golden,
+                           tolerance=tolerance, tolerance_before=tolerance_before, structure=structure,
+                           checks=checks, seconds=time.perf_counter() - t0)
         header = (f"INT8 accuracy gate {'passed' if figures['passed'] else 'FAILED'} for {bundle.root} "
                   f"({len(clips)} calibration clips, {held['videos']} held-out videos / {held['captions']} "
                   f"captions, {method}):")
@@ -384,15 +416,8 @@ def quantize_bundle(bundle_dir: str | Path, calib_videos: str | Path | None = No
         if not figures["passed"]:
             raise GateFailed(report + "\nno INT8 graph was written; the bundle is unchanged", figures)
         log(report)
-
-        # Commit: move the gated graph into the bundle, then the manifest that names it.
-        final = bundle.root / INT8_GRAPHS["video_encoder"]
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staged = staging / INT8_GRAPHS["video_encoder"]
-        os.replace(staged, final)
-        manifest.setdefault("validation", {})["int8_gate"] = figures
-        manifest = write_manifest(bundle.root, manifest)
+        manifest = _commit(bundle, staging, manifest, figures)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log(f"[int8] wrote {final} (bundle id {manifest['bundle_id']})")
+    log(f"[int8] wrote {bundle.root / _INT8_VIDEO_ENCODER} (bundle id {manifest.bundle_id})")
     return manifest

@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from hbci.runtime.errors import HbciError, VideoError
+from hbci.runtime.errors import ExitCode, HbciError, VideoError, exit_code, exit_codes_epilog
 
 __all__ = [
     "COLOURS",
@@ -630,7 +630,9 @@ def make_stream(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`hbci-synth`: write the synthetic benchmark and print a JSON summary on stdout."""
-    ap = argparse.ArgumentParser(prog="hbci-synth", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="hbci-synth", description=__doc__.split("\n\n")[0],
+                                epilog=exit_codes_epilog((ExitCode.OK, ExitCode.INTERNAL, ExitCode.USAGE)),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train", type=int, default=8000, help="clips in the train split")
@@ -648,9 +650,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                            args.workers, args.train_captions, args.p_single)
     except ValueError as e:
         ap.error(str(e))
-    except HbciError as e:
-        print(f"hbci-synth: {e}", file=sys.stderr)
-        return 1
+    except HbciError as exc:
+        print(f"hbci-synth: error: {exc}", file=sys.stderr)
+        return exit_code(exc)
     print(json.dumps(summary))
     return 0
 

@@ -38,6 +38,7 @@ __all__ = [
     "read_frames_with_times",
     "resize_center_crop",
     "normalize",
+    "preprocess",
     "load_clip",
 ]
 
@@ -248,6 +249,18 @@ def normalize(
     s = np.asarray(std, dtype=np.float32).reshape(1, 1, 1, 3)
     x = (frames.astype(np.float32) / np.float32(255.0) - m) / s
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def preprocess(frames: np.ndarray, size: int, mean: Sequence[float] = CLIP_MEAN,
+               std: Sequence[float] = CLIP_STD) -> np.ndarray:
+    """uint8 RGB frames [N, H, W, 3] -> the model's float32 input [N, 3, size, size]: `resize_center_crop` (skipped
+    for frames that are already size x size, such as the monitor's crops: cropping twice would only copy), then
+    `normalize`."""
+    if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 [N, H, W, 3] frames, got {frames.dtype} {frames.shape}")
+    if frames.shape[1:3] != (size, size):
+        frames = resize_center_crop(frames, size)
+    return normalize(frames, mean, std)
 
 
 def load_clip(path: str | Path, num_frames: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:

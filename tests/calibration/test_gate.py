@@ -32,9 +32,9 @@ def test_passing_gate_writes_int8_and_the_runtime_loads_it(fresh_bundle, calib_s
     manifest = quantize_bundle(fresh_bundle, calib_synth / "videos" / "train", calib_synth / "test.csv",
                                gate=RANDOM_WEIGHTS, log=messages.append)
     assert (fresh_bundle / "int8" / "video_encoder.onnx").is_file()
-    assert manifest["graphs"]["int8"] == INT8_GRAPHS
-    assert "int8" in manifest["precisions"] and "fp32" in manifest["precisions"]
-    figures = manifest["validation"]["int8_gate"]
+    assert manifest.graphs["int8"] == INT8_GRAPHS
+    assert "int8" in manifest.precisions and "fp32" in manifest.precisions
+    figures = manifest.validation.int8_gate
     assert figures["passed"] and figures["method"] == "minmax"
     assert figures["calibration"]["clips"] == 12 and figures["held_out"]["videos"] == 16
     assert figures["held_out"]["captions"] == 16
@@ -45,7 +45,7 @@ def test_passing_gate_writes_int8_and_the_runtime_loads_it(fresh_bundle, calib_s
         delta = retrieval["int8"]["t2v"][key] - retrieval["fp32"]["t2v"][key]
         assert retrieval["delta"][f"t2v_{key}"] == pytest.approx(delta, abs=1e-6)
     assert figures["qdq"]["per_tensor_weights"] == 0 and figures["golden_max_abs_diff"]
-    assert manifest["golden_tolerance"]["int8"] == figures["golden_tolerance"] >= max(
+    assert manifest.golden_tolerance["int8"] == figures["golden_tolerance"] >= max(
         figures["golden_max_abs_diff"].values())
     assert all(c["passed"] for c in figures["checks"])
     assert not list(fresh_bundle.glob(".int8-staging-*")), "staging folder left behind"
@@ -70,7 +70,7 @@ def test_passing_gate_writes_int8_and_the_runtime_loads_it(fresh_bundle, calib_s
                                 gate=RANDOM_WEIGHTS, log=lambda m: None)
     finally:
         quantize_module.quantize_graph = original
-    assert again["bundle_id"] == manifest["bundle_id"]
+    assert again.bundle_id == manifest.bundle_id
 
 
 def _corrupt_weight_scales(path):
@@ -135,7 +135,7 @@ def test_captions_only_splits_calibration_and_held_out(fresh_bundle, calib_synth
     messages = []
     manifest = quantize_bundle(fresh_bundle, None, calib_synth / "test.csv", gate=RANDOM_WEIGHTS,
                                log=messages.append)
-    figures = manifest["validation"]["int8_gate"]
+    figures = manifest.validation.int8_gate
     assert figures["calibration"]["clips"] == 8 and figures["held_out"]["videos"] == 8
     assert "halves" in figures["split"] and any("first 8 videos" in m for m in messages)
 
@@ -152,7 +152,7 @@ def test_overlapping_and_corrupt_calibration_videos_are_left_out_and_counted(fre
     held_out.write_text((calib_synth / "test.csv").read_text())
     messages = []
     manifest = quantize_bundle(fresh_bundle, folder, held_out, gate=RANDOM_WEIGHTS, log=messages.append)
-    calibration = manifest["validation"]["int8_gate"]["calibration"]
+    calibration = manifest.validation.int8_gate["calibration"]
     assert calibration["overlap_excluded"] == 16 and calibration["candidates"] == 13
     assert calibration["clips"] == 12 and calibration["skipped"] == 1
     assert calibration["skipped_files"][0].endswith("zz-corrupt.mp4")
@@ -167,7 +167,7 @@ def test_missing_captions_and_empty_folder_are_clear_errors(fresh_bundle, calib_
     empty.mkdir()
     with pytest.raises(CalibrationDataError, match="empty_calibration_folder"):
         quantize_bundle(fresh_bundle, empty, calib_synth / "test.csv", log=lambda m: None)
-    assert "int8" not in load_bundle(fresh_bundle).manifest["graphs"]
+    assert "int8" not in load_bundle(fresh_bundle).manifest.graphs
 
 
 def test_build_engines_cli_int8_end_to_end(tiny_checkpoint, tiny_fp32_bundle, calib_synth, tmp_path, monkeypatch):
@@ -183,7 +183,7 @@ def test_build_engines_cli_int8_end_to_end(tiny_checkpoint, tiny_fp32_bundle, ca
     args = ["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--precision", "fp32,int8",
             "--calib-videos", str(calib_synth / "videos" / "train"), "--calib-captions", str(calib_synth / "test.csv")]
     assert main(args) == EXIT_OK
-    assert load_bundle(out).manifest["graphs"]["int8"] == INT8_GRAPHS
+    assert load_bundle(out).manifest.graphs["int8"] == INT8_GRAPHS
     assert main(args[:6] + ["--calib-videos", str(tmp_path / "nowhere"),
                             "--calib-captions", str(calib_synth / "test.csv")]) == EXIT_INPUT
 
@@ -199,11 +199,11 @@ def test_build_engines_cli_int8_end_to_end(tiny_checkpoint, tiny_fp32_bundle, ca
     shutil.copytree(tiny_fp32_bundle, fresh)
     args[3] = str(fresh)
     assert main(args) == EXIT_GATE
-    assert "int8" not in load_bundle(fresh).manifest["graphs"]
+    assert "int8" not in load_bundle(fresh).manifest.graphs
 
 
 def test_int8_tolerance_is_kept_when_it_fits_and_raised_with_a_margin_otherwise():
-    from hbci.calibration.gate import _int8_tolerance
+    from hbci.calibration.gate import int8_tolerance
 
-    assert _int8_tolerance(0.25, {"max_abs_diff": {"a": 0.1, "b": 0.2}}) == 0.25
-    assert _int8_tolerance(0.25, {"max_abs_diff": {"a": 0.3521}}) == 0.45   # 1.25 x 0.3521 = 0.4401, rounded up
+    assert int8_tolerance(0.25, {"max_abs_diff": {"a": 0.1, "b": 0.2}}) == 0.25
+    assert int8_tolerance(0.25, {"max_abs_diff": {"a": 0.3521}}) == 0.45   # 1.25 x 0.3521 = 0.4401, rounded up

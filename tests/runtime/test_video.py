@@ -17,6 +17,7 @@ from hbci.runtime.video import (
     count_frames,
     load_clip,
     normalize,
+    preprocess,
     read_frames,
     read_frames_with_times,
     read_indices,
@@ -245,6 +246,18 @@ def test_normalize_matches_naive_formula():
     for c in range(3):
         ref = (frames[..., c] / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c]
         np.testing.assert_allclose(out[:, c], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_preprocess_crops_once():
+    """Frames of any size are resized and cropped; frames already S x S (cropped by the caller) go straight to
+    normalisation, with the same result as cropping them again."""
+    rng = np.random.default_rng(2)
+    large = rng.integers(0, 256, (3, 50, 70, 3), dtype=np.uint8)
+    crops = resize_center_crop(large, 16)
+    np.testing.assert_array_equal(preprocess(large, 16), normalize(crops))
+    np.testing.assert_array_equal(preprocess(crops, 16), normalize(resize_center_crop(crops, 16)))
+    with pytest.raises(ValueError):
+        preprocess(crops.astype(np.float32), 16)
 
 
 def test_load_clip_pads_with_zeros(tmp_path):
