@@ -14,50 +14,43 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
-from hbci.runtime.errors import BundleError, HbciError
+from hbci.runtime.errors import BundleError, ExitCode, HbciError, exit_code, exit_codes_epilog
 
-__all__ = ["index_main", "search_main"]
+__all__ = ["index_main", "search_main", "INDEX_EXIT_CODES", "SEARCH_EXIT_CODES"]
 
 log = logging.getLogger("hbci")
 
-# TEMPORARY: replaced by the shared exit-code table (issue 11) at the merge.
-_OK, _INTERNAL, _USAGE, _OUTPUT, _PARTIAL, _DATABASE, _MISMATCH, _SIGINT = 0, 1, 2, 5, 8, 9, 10, 130
-
-
-def _code(exc: BaseException) -> int:
-    from hbci.runtime.errors import DatabaseError, IndexMismatchError, OutputError, PartialFailure
-
-    for cls, code in ((DatabaseError, _DATABASE), (IndexMismatchError, _MISMATCH), (OutputError, _OUTPUT),
-                      (PartialFailure, _PARTIAL)):
-        if isinstance(exc, cls):
-            return code
-    return _USAGE if isinstance(exc, HbciError) else _INTERNAL
+# The codes each command returns (meanings: the project's one table, docs/exit-codes.md).
+_COMMON = (ExitCode.OK, ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.DATABASE, ExitCode.INDEX_MISMATCH,
+           ExitCode.SIGINT)
+INDEX_EXIT_CODES = (*_COMMON, ExitCode.PARTIAL)
+SEARCH_EXIT_CODES = (*_COMMON, ExitCode.OUTPUT)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     from hbci.runtime.backends import BACKENDS
+    from hbci.runtime.retriever import PRECISIONS
 
     p.add_argument("--db", required=True, metavar="PATH|URI",
                    help="archive: a database path (embedded store), milvus://host:port/collection, or "
                         "milvus-lite:///path/file.db?collection=NAME")
     p.add_argument("--bundle", help="model bundle folder (default: the shipped demo bundle)")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="graph back end (%(default)s)")
-    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "int8"), default="auto",
-                   help="graph precision (auto: as hbci-run)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="graph precision (auto: FP16 with a GPU back end, else FP32, else what the bundle has)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per graph (0: its default)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="warning")
 
 
 def _retriever(args):
-    from hbci.runtime.cli import _choose_precision
+    from hbci.runtime.bundle import MANIFEST
     from hbci.runtime.demo import BUNDLE_DIR
     from hbci.runtime.retriever import Retriever
 
     bundle_dir = Path(args.bundle) if args.bundle else BUNDLE_DIR
-    if not (bundle_dir / "manifest.json").is_file():
+    if not (bundle_dir / MANIFEST).is_file():
         raise BundleError(f"{bundle_dir}: not a model bundle")
-    precision = _choose_precision(bundle_dir, args.precision, args.backend)
-    return Retriever.load(bundle_dir, backend=args.backend, precision=precision, threads=args.threads)
+    return Retriever.load(bundle_dir, backend=args.backend, precision=args.precision, threads=args.threads)
 
 
 def _main(prog: str, parser: argparse.ArgumentParser, run, argv) -> int:
@@ -72,16 +65,16 @@ def _main(prog: str, parser: argparse.ArgumentParser, run, argv) -> int:
         return run(args)
     except HbciError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return _code(exc)
+        return exit_code(exc)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted (every file stored before it is kept)", file=sys.stderr)
-        return _SIGINT
+        return ExitCode.SIGINT
     except Exception as exc:  # the one place that turns a bug into one line and exit 1
         if args.log_level == "debug":
             traceback.print_exc()
         print(f"{prog}: internal error: {type(exc).__name__}: {exc} (run with --log-level debug for details)",
               file=sys.stderr)
-        return _INTERNAL
+        return ExitCode.INTERNAL
 
 
 # ---------------------------------------------------------------------------------------------- hbci-index
@@ -89,7 +82,9 @@ def _index_parser() -> argparse.ArgumentParser:
     from hbci.runtime.archive.indexer import DEFAULT_STRIDE, DEFAULT_WINDOW
 
     p = argparse.ArgumentParser(prog="hbci-index", description="Index folders of videos into an archive: "
-                                "windows, their embeddings and packs, thumbnails. Incremental and resumable.")
+                                "windows, their embeddings and packs, thumbnails. Incremental and resumable.",
+                                epilog=exit_codes_epilog(INDEX_EXIT_CODES),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="DIR", help="folders (searched recursively) or video files")
     _common(p)
     p.add_argument("--window", type=float, default=DEFAULT_WINDOW, help="window span, seconds (%(default)s)")
@@ -117,7 +112,7 @@ def _index(args) -> int:
         print(f"hbci-index: {line}", file=sys.stderr)
     if summary.failed and args.strict:
         raise PartialFailure(f"{len(summary.failed)} of {summary.scanned} files failed (listed above)")
-    return _OK
+    return ExitCode.OK
 
 
 def index_main(argv: Sequence[str] | None = None) -> int:
@@ -129,7 +124,8 @@ def _search_parser() -> argparse.ArgumentParser:
     from hbci.runtime.archive.search import DEFAULT_CANDIDATES
 
     p = argparse.ArgumentParser(prog="hbci-search", description="Search an archive by text: the best moments, "
-                                "ranked by the BCI scorer.")
+                                "ranked by the BCI scorer.", epilog=exit_codes_epilog(SEARCH_EXIT_CODES),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     p.add_argument("--query", required=True, help="the text to search for")
     p.add_argument("--top", type=int, default=10, help="moments to return (%(default)s)")
@@ -164,7 +160,7 @@ def _search(args) -> int:
         if args.sheet:
             archive.contact_sheet(result, args.sheet)
     print(json.dumps(result.to_dict()) if args.json else _table(result))
-    return _OK
+    return ExitCode.OK
 
 
 def search_main(argv: Sequence[str] | None = None) -> int:

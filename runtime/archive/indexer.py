@@ -29,7 +29,8 @@ import numpy as np
 
 from hbci.runtime.archive.store import ArchiveMeta, FileRecord, Store
 from hbci.runtime.errors import ConfigError, HbciError, IndexMismatchError, VideoError
-from hbci.runtime.video import FirstFrameSize, frame_times, iter_frames_at, resize_center_crop, sample_indices
+from hbci.runtime.video import FirstFrameSize, frame_times, iter_frames_at, resize_center_crop
+from hbci.runtime.windows import WindowSpan, cut_windows, window_frames
 
 __all__ = ["VIDEO_EXTENSIONS", "DEFAULT_WINDOW", "DEFAULT_STRIDE", "THUMBNAIL_SIZE", "IndexSummary",
            "scan_videos", "index_videos", "archive_meta", "check_meta"]
@@ -107,31 +108,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-# ------------------------------------------------------------------------------------------------ windows
-def _window_spans(times: np.ndarray, window: float, stride: float, num_frames: int):
-    """TEMPORARY until hbci.runtime.windows lands: (index, sampled frame indices, start, end) per window."""
-    eps = 1e-6
-    t0, last = float(times[0]), float(times[-1])
-    tail = times[-5:]
-    period = float(np.median(np.diff(tail))) if len(tail) > 1 else 0.0
-    spans = []
-    k = 0
-    while t0 + k * stride + window - eps <= last + period:
-        begin = t0 + k * stride
-        inside = np.flatnonzero((times >= begin - eps) & (times < begin + window - eps))
-        spans.append((k, inside))
-        k += 1
-    if not spans:
-        spans.append((0, np.arange(len(times))))
-    out = []
-    for k, inside in spans:
-        if len(inside) == 0:
-            continue
-        chosen = inside[sample_indices(len(inside), num_frames)]
-        out.append((k, chosen, float(times[inside[0]]), float(times[inside[-1]])))
-    return out
-
-
 @dataclass
 class _Batch:
     windows: list[tuple[int, float, float]]  # (index, start, end)
@@ -150,58 +126,59 @@ def _thumbnail(frame: np.ndarray) -> bytes:
 
 
 def _decode_windows(path: Path, meta: ArchiveMeta, batch: int) -> Iterator[_Batch | float]:
-    """First the file's duration, then its windows in batches: one pass counts frames and their times, a second
-    decodes only the sampled frames, keeping each crop until the last window that uses it is out."""
+    """First the file's duration, then its windows in batches. One pass counts the frames that decode and their
+    times; the windows are cut from those times by `cut_windows`, as the monitor cuts a stream; a second pass
+    decodes only the frames they sample, resizing and cropping each once and keeping it until the last window
+    that uses it is out. A window whose span holds no frame (a gap in the timestamps) is not stored."""
     times = frame_times(path)
     if len(times) == 0:
         raise VideoError(path, "no decodable frames")
     if not np.all(np.isfinite(times)):
         raise VideoError(path, "frame times unknown (no timestamps and no frame rate)")
     yield float(times[-1] - times[0])
-    spans = _window_spans(times, meta.window, meta.stride, meta.num_frames)
-    needed = np.unique(np.concatenate([chosen for _, chosen, _, _ in spans]))
-    thumb_at = {int(chosen[len(chosen) // 2]) for _, chosen, _, _ in spans}
+    spans = [s for s in cut_windows(times, meta.window, meta.stride, meta.num_frames) if s.count > 0]
+    middle = {id(s): int(s.frames[len(s.frames) // 2]) for s in spans}
+    needed = np.unique(np.concatenate([s.frames for s in spans])) if spans else np.zeros(0, np.int64)
     crops: dict[int, np.ndarray] = {}
     thumbs: dict[int, bytes] = {}
+    shape = (meta.image_size, meta.image_size, 3)
+
+    def flush(done: list[WindowSpan]) -> _Batch:
+        # A frame counted on the first pass but not retrieved on the second (damage) drops its windows.
+        whole = [s for s in done if all(int(n) in crops for n in s.frames)]
+        if len(whole) < len(done):
+            log.warning("%s: %d windows dropped: frames that decoded once failed to decode again", path,
+                        len(done) - len(whole))
+        return _Batch([(s.index, s.start, s.end) for s in whole],
+                      np.stack([window_frames(s, crops.__getitem__, shape) for s in whole])
+                      if whole else np.zeros((0, meta.num_frames, *shape), np.uint8),
+                      np.stack([s.mask for s in whole]) if whole else np.zeros((0, meta.num_frames), bool),
+                      [thumbs.get(middle[id(s)], b"") for s in whole])
+
+    pending, out, last_read = 0, [], -1
     same_size = FirstFrameSize()
-    pending, out = 0, []
-
-    def transform(frame):
-        return same_size(frame)
-
-    def flush(spans_done):
-        n, t, s = len(spans_done), meta.num_frames, meta.image_size
-        frames = np.zeros((n, t, s, s, 3), np.uint8)
-        masks = np.zeros((n, t), bool)
-        for j, (_, chosen, _, _) in enumerate(spans_done):
-            frames[j, :len(chosen)] = [crops[int(i)] for i in chosen]
-            masks[j, :len(chosen)] = True
-        return _Batch([(k, start, end) for k, _, start, end in spans_done], frames, masks,
-                      [thumbs.get(int(chosen[len(chosen) // 2]), b"") for _, chosen, _, _ in spans_done])
-
-    last_read = -1
-    for pos, frame in iter_frames_at(path, needed, transform):
-        crops[pos] = resize_center_crop(frame[None], meta.image_size)[0]
-        if pos in thumb_at:
-            thumbs[pos] = _thumbnail(frame)
-        last_read = pos
-        while pending < len(spans) and int(spans[pending][1][-1]) <= pos:
+    thumb_at = set(middle.values())
+    for number, frame in iter_frames_at(path, needed, same_size):
+        crops[number] = resize_center_crop(frame[None], meta.image_size)[0]
+        if number in thumb_at:
+            thumbs[number] = _thumbnail(frame)
+        last_read = number
+        while pending < len(spans) and int(spans[pending].frames[-1]) <= number:
             out.append(spans[pending])
             pending += 1
             if len(out) == batch:
                 yield flush(out)
                 out = []
-                first_needed = int(spans[pending][1][0]) if pending < len(spans) else pos + 1
-                for old in [i for i in crops if i < first_needed]:
-                    del crops[old]
-                for old in [i for i in thumbs if i < first_needed]:
-                    del thumbs[old]
-    if pending < len(spans):
-        # The second pass decoded fewer frames than the first counted (a damaged tail): keep the windows whose
-        # frames all arrived, as the counting pass keeps the frames before damage.
-        log.warning("%s: decoding stopped at frame %d; %d windows dropped", path, last_read, len(spans) - pending)
+                first_needed = int(spans[pending].frames[0]) if pending < len(spans) else number + 1
+                for store in (crops, thumbs):
+                    for old in [n for n in store if n < first_needed]:
+                        del store[old]
     if out:
         yield flush(out)
+    if pending < len(spans):
+        # The second pass ended before the first did (a damaged tail): the windows whose frames all arrived are
+        # kept, as the counting pass keeps the frames before damage.
+        log.warning("%s: decoding stopped at frame %d; %d windows dropped", path, last_read, len(spans) - pending)
 
 
 # ------------------------------------------------------------------------------------------------ indexing
@@ -397,10 +374,10 @@ def _store_file(store: Store, retriever, video: Path, stat: os.stat_result, old:
             elif kind == "batch":
                 if writer is None:
                     writer = store.write_file(str(video), digest)
-                pack = retriever.encode_video(value.frames, value.masks)
-                writer.add(value.windows, pack, value.thumbnails)
-                count += len(value.windows)
-                bar.update(windows=len(value.windows))
+                if value.windows:  # a batch can lose all its windows to damage
+                    writer.add(value.windows, retriever.encode_video(value.frames, value.masks), value.thumbnails)
+                    count += len(value.windows)
+                    bar.update(windows=len(value.windows))
             elif kind == "done":
                 final = FileRecord(str(video), stat.st_size, stat.st_mtime_ns, digest, "indexed", None, count,
                                    duration)

@@ -93,14 +93,14 @@ def test_refusals_are_one_line_with_their_code_and_write_nothing(db, video_tree,
 
 
 def test_another_bundle_is_refused_with_reindex_offered(db, runtime_bundle, tmp_path, capsys):
+    import dataclasses
     import shutil
 
     from hbci.runtime.bundle import load_bundle, write_manifest
 
     other = Path(shutil.copytree(runtime_bundle, tmp_path / "other"))
-    manifest = dict(load_bundle(other).manifest)
-    manifest["mean"] = [0.5, 0.5, 0.5]  # other preprocessing: another model as far as embeddings go
-    write_manifest(other, manifest)
+    # Other preprocessing: another model as far as embeddings go.
+    write_manifest(other, dataclasses.replace(load_bundle(other).manifest, mean=(0.5, 0.5, 0.5)))
     before = snapshot(db.parent)
     code, out, err = run(search_main, ["--db", db, "--query", "a red circle", "--bundle", other], capsys)
     assert (code, out) == (10, "") and "hbci-index --reindex" in err and len(err.strip().splitlines()) == 1
