@@ -107,3 +107,13 @@ def test_another_bundle_is_refused_with_reindex_offered(db, runtime_bundle, tmp_
     code, out, err = run(index_main, [tmp_path / "other", "--db", db, "--bundle", other], capsys)
     assert code == 10 and "--reindex" in err
     assert snapshot(db.parent) == before
+
+
+def test_help_lists_the_exit_codes_from_the_shared_table():
+    from hbci.runtime.archive.cli import (INDEX_EXIT_CODES, SEARCH_EXIT_CODES, _index_parser, _search_parser)
+    from hbci.runtime.errors import exit_codes_epilog
+
+    assert _index_parser().epilog == exit_codes_epilog(INDEX_EXIT_CODES)
+    assert _search_parser().epilog == exit_codes_epilog(SEARCH_EXIT_CODES)
+    assert {int(c) for c in INDEX_EXIT_CODES} == {0, 1, 2, 8, 9, 10, 130}
+    assert {int(c) for c in SEARCH_EXIT_CODES} == {0, 1, 2, 5, 9, 10, 130}
