@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -31,11 +32,13 @@ class Archive:
     """One archive (an embedded database path or a Milvus URI) and the retriever that encodes into it.
 
     Searching uses a read-only view of the store, so it never blocks an indexer and never writes; `index` opens
-    the store for writing for the length of the run (one writer at a time).
+    the store for writing for the length of the run (one writer at a time). Calls from several threads (a web
+    service) are serialised: the store's connection and caches are not shared concurrently.
     """
 
     def __init__(self, location: str, retriever, store: Store | None):
         self.location, self.retriever, self._store = location, retriever, store
+        self._lock = threading.RLock()
 
     @classmethod
     def open(cls, path_or_uri: str | os.PathLike, retriever=None, *, create: bool = False) -> "Archive":
@@ -65,7 +68,7 @@ class Archive:
         if not reindex and "://" not in self.location and Path(self.location).exists():
             # Another bundle or other windows are refused before the store is opened for writing.
             check_meta(self._reader(), archive_meta(retriever, window, stride))
-        self.close()
+        self.close()  # searches reopen a reader, and may run while this indexes (its own writer connection)
         with open_store(self.location, create=True) as store:
             return index_videos(store, retriever, paths, window=window, stride=stride, batch=batch,
                                 workers=workers, reindex=reindex, progress=progress, on_file=on_file)
@@ -73,22 +76,25 @@ class Archive:
     def search(self, query: str, top_k: int = 10, *, candidates: int = DEFAULT_CANDIDATES,
                exact: bool = False) -> SearchResult:
         """The best `top_k` moments for `query`; see `hbci.runtime.archive.search`."""
-        return search_archive(self._reader(), self._need_retriever(), query, top_k, candidates=candidates,
-                              exact=exact)
+        with self._lock:
+            return search_archive(self._reader(), self._need_retriever(), query, top_k, candidates=candidates,
+                                  exact=exact)
 
     def contact_sheet(self, result: SearchResult, path: str | os.PathLike) -> Path:
         """Write a contact sheet of `result`'s moments (thumbnails of their best windows) to `path`."""
-        store = self._reader()
-        thumbs = store.thumbnails([m.window_id for m in result.moments])
+        with self._lock:
+            thumbs = self._reader().thumbnails([m.window_id for m in result.moments])
         return write_contact_sheet(result, thumbs, path)
 
     def stats(self) -> StoreStats:
-        return self._reader().stats()
+        with self._lock:
+            return self._reader().stats()
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
 
     def __enter__(self):
         return self
