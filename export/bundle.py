@@ -127,7 +127,9 @@ def build_bundle(checkpoint: str | Path, out: str | Path, precisions: tuple[str,
         embed_dim=model.embed_dim, model_config=json.loads(json.dumps(payload["config"]["model"])),
         golden_tolerance=GOLDEN_TOLERANCE, profiles=PROFILES, scorer_inputs=ScorerInputs(*scorer_input_names(model)),
         fp32_ops_in_fp16=FP32_OPS, tools=tool_versions() | _onnx_versions(), source=source,
-        validation=Validation(max_abs_diff_vs_torch=max_abs_diff), checkpoint_versions=payload.get("versions", {}))
+        validation=Validation(max_abs_diff_vs_torch=max_abs_diff), checkpoint_versions=payload.get("versions", {}),
+        # The FP32 graphs define the model (and the bundle id), even when only FP16 graphs are kept.
+        model_precision="fp32", model_graphs={g: sha256_file(out / graph_file(g, "fp32")) for g in GRAPHS})
     manifest = write_manifest(out, manifest)
     if data:
         manifest = _validate_retrieval(model, out, manifest, data, dataset, split)

@@ -5,9 +5,16 @@ A bundle is one folder: ONNX graphs per precision (`fp32/`, `fp16/`, `int8/`), `
 optional TensorRT engines in `engines/`, and `manifest.json`. `hbci.export.bundle` and `hbci.calibration.gate`
 write bundles through `write_manifest`; everything else reads them through `load_bundle`.
 
+The bundle id names the model, not the files derived from it: a hash of the graphs that define the model
+(`model_graphs`: the FP32 graphs export writes, kept when a shipped copy drops them), the tokenizer, the
+preprocessing (T, L, image size, mean, std) and the model config (`model_id`). Adding FP16 or INT8 graphs or
+TensorRT engines leaves it unchanged, so indexes and events stay valid; retraining or re-exporting changes it.
+The manifest's own integrity is a separate hash of all of its content (`manifest_sha256`).
+
 Verification refuses, with the file named: an unknown format version, a manifest edited after it was written
-(its `bundle_id` is the hash of its own content), an unknown or mistyped manifest key, and any file whose sha256
-differs from the manifest's. Format version 1; a later version adds optional fields with defaults.
+(`manifest_sha256` or the bundle id no longer match), an unknown or mistyped manifest key, and any file whose
+sha256 differs from the manifest's. Format version 2 (version 1 hashed the whole manifest into the bundle id;
+`upgrade_manifest` rewrites a version-1 bundle); a later version adds optional fields with defaults.
 """
 
 from __future__ import annotations
@@ -31,10 +38,10 @@ __all__ = ["FORMAT_VERSION", "MANIFEST", "GRAPHS", "VIDEO_ENCODER", "TEXT_ENCODE
            "TOKENIZER_FILE", "GOLDEN_FILE", "ENGINE_DIR", "PROFILES", "GOLDEN_TOLERANCE", "graph_file",
            "graph_files", "engine_file", "timing_cache_file", "golden_key", "parse_golden_key", "Golden",
            "Thresholds", "ScoreStats", "ScorerInputs", "Validation", "Shipped", "Manifest", "Bundle", "load_bundle",
-           "write_manifest", "sha256_file", "manifest_id", "atomic_write_bytes", "score_statistics",
-           "default_thresholds", "resolve_thresholds"]
+           "write_manifest", "sha256_file", "model_id", "manifest_sha256", "upgrade_manifest", "atomic_write_bytes",
+           "score_statistics", "default_thresholds", "resolve_thresholds"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 
 VIDEO_ENCODER, TEXT_ENCODER, BCI_SCORER = "video_encoder", "text_encoder", "bci_scorer"
@@ -280,7 +287,12 @@ class Manifest:
     engines: Mapping[str, Mapping[str, str]] | None = None  # precision -> graph -> relative engine path
     shipped: Shipped | None = None
     files: Mapping[str, str] = field(default_factory=dict)  # relative path -> sha256: set by write_manifest
-    bundle_id: str | None = None  # manifest_id of the rest: set by write_manifest
+    # The graphs that define the model: graph -> sha256, and their precision (fp32 from export; kept when a
+    # shipped copy drops those files). Set by write_manifest from the most precise graphs when absent.
+    model_graphs: Mapping[str, str] | None = None
+    model_precision: str | None = None
+    bundle_id: str | None = None  # model_id: set by write_manifest
+    manifest_sha256: str | None = None  # of everything else in the manifest: set by write_manifest
 
     @classmethod
     def from_dict(cls, d: Mapping, where: str = MANIFEST) -> "Manifest":
@@ -368,10 +380,20 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def manifest_id(manifest: Mapping) -> str:
-    """The bundle id: sha256 of the manifest's canonical JSON without the id itself (first 16 hex digits)."""
-    body = {k: v for k, v in manifest.items() if k != "bundle_id"}
+def model_id(manifest: "Manifest") -> str:
+    """The bundle id (16 hex digits): sha256 of what defines the model, never of derived files (see the module
+    docstring)."""
+    body = {"graphs": dict(manifest.model_graphs or {}), "precision": manifest.model_precision,
+            "tokenizer": manifest.files.get(manifest.tokenizer), "num_frames": manifest.num_frames,
+            "max_words": manifest.max_words, "image_size": manifest.image_size, "mean": list(manifest.mean),
+            "std": list(manifest.std), "model_config": manifest.model_config}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def manifest_sha256(raw: Mapping) -> str:
+    """The manifest's integrity: sha256 of its canonical JSON without this hash itself."""
+    body = {k: v for k, v in raw.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -469,10 +491,14 @@ def load_bundle(root: str | Path, verify_hashes: bool = True) -> Bundle:
         raise BundleError(f"{path}: not a bundle manifest")
     version = raw.get("format_version")
     if version != FORMAT_VERSION:
-        raise BundleError(f"{path}: unknown bundle format version {version!r} (this runtime reads {FORMAT_VERSION})")
-    if raw.get("bundle_id") != manifest_id(raw):
-        raise BundleError(f"{path}: manifest was modified after it was written (bundle id mismatch)")
+        hint = " (rewrite it with: python scripts/upgrade_bundle.py BUNDLE)" if version == 1 else ""
+        raise BundleError(f"{path}: unknown bundle format version {version!r} (this runtime reads "
+                          f"{FORMAT_VERSION}){hint}")
+    if raw.get("manifest_sha256") != manifest_sha256(raw):
+        raise BundleError(f"{path}: manifest was modified after it was written (manifest hash mismatch)")
     manifest = Manifest.from_dict(raw, str(path))
+    if manifest.bundle_id != model_id(manifest):
+        raise BundleError(f"{path}: manifest was modified after it was written (bundle id mismatch)")
     if verify_hashes:
         for rel, expected in manifest.files.items():
             file = root / rel
@@ -485,16 +511,43 @@ def load_bundle(root: str | Path, verify_hashes: bool = True) -> Bundle:
 
 
 def write_manifest(root: str | Path, manifest: Manifest) -> Manifest:
-    """Hash every file the manifest names, set the bundle id, write manifest.json atomically; return it."""
+    """Hash every file the manifest names, set the model graphs if absent, the bundle id and the manifest hash,
+    write manifest.json atomically; return it."""
     root = Path(root)
     rels = {manifest.tokenizer, manifest.golden}
     for group in (manifest.graphs, manifest.engines or {}):
         rels |= {rel for per_precision in group.values() for rel in per_precision.values()}
     files = {rel: sha256_file(root / rel) for rel in sorted(rels)}
-    body = dataclasses.replace(manifest, files=files, bundle_id=None).to_dict()
-    manifest = dataclasses.replace(manifest, files=files, bundle_id=manifest_id(body))
+    manifest = dataclasses.replace(manifest, files=files)
+    if manifest.model_graphs is None:
+        precision = next((p for p in PRECISIONS if p in manifest.graphs), None)
+        if precision is None:
+            raise BundleError(f"{root}: a bundle needs graphs")
+        manifest = dataclasses.replace(manifest, model_precision=precision, model_graphs={
+            graph: files[rel] for graph, rel in sorted(manifest.graphs[precision].items())})
+    manifest = dataclasses.replace(manifest, bundle_id=model_id(manifest), manifest_sha256=None)
+    manifest = dataclasses.replace(manifest, manifest_sha256=manifest_sha256(manifest.to_dict()))
     atomic_write_bytes(root / MANIFEST, json.dumps(manifest.to_dict(), indent=1, sort_keys=True).encode())
     return manifest
+
+
+def upgrade_manifest(root: str | Path) -> Manifest:
+    """Rewrite a format-1 bundle's manifest as format 2 (its files untouched). The model graphs are its FP32
+    graphs, or, for a copy that dropped them (the shipped demo bundle), its most precise graphs. A format-1
+    manifest edited after it was written is refused, as format 1 refused it."""
+    root = Path(root)
+    path = root / MANIFEST
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: cannot be read ({exc})") from None
+    if raw.get("format_version") != 1:
+        raise BundleError(f"{path}: format version {raw.get('format_version')!r}, not 1: nothing to upgrade")
+    body = {k: v for k, v in raw.items() if k != "bundle_id"}
+    if raw.get("bundle_id") != hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]:
+        raise BundleError(f"{path}: manifest was modified after it was written (bundle id mismatch)")
+    body["format_version"] = FORMAT_VERSION
+    return write_manifest(root, Manifest.from_dict(body, str(path)))
 
 
 # ------------------------------------------------------------------------------------------------ thresholds

@@ -3,7 +3,7 @@
     python scripts/ship_demo_bundle.py BUNDLE runtime/demo/bundle --precision fp16
 
 Only the files the kept precision needs are copied. The manifest says what was dropped and which bundle it came
-from ("shipped"), and gets a new bundle id, since it describes a different set of files. The calibrated
+from ("shipped"); the bundle id stays the source's, since it names the model (the FP32 graphs' hashes are kept). The calibrated
 thresholds (score_stats) are the source bundle's: export computes them on the FP32 graphs, which the FP16 graphs
 are validated against. The copy is loaded and self-checked before this script reports success. No torch.
 """

@@ -26,7 +26,8 @@ TORCH_FREE_EXACT = ("hbci",)
 LAZY_TORCH = ("hbci.bench",)
 TORCH = ("torch", "torchvision", "open_clip")
 # Optional dependencies (the pip extras): a torch-free module imports them only inside the function that needs them.
-OPTIONAL = ("onnx", "onnxscript", "safetensors", "tqdm", "matplotlib", "tensorrt", "cuda", "modelopt")
+OPTIONAL = ("onnx", "onnxscript", "safetensors", "tqdm", "matplotlib", "tensorrt", "cuda", "modelopt", "usearch",
+            "pymilvus", "milvus_lite")
 
 
 def _under(name: str, prefixes: tuple[str, ...]) -> bool:

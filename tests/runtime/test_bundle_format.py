@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from hbci.runtime.bundle import (GRAPHS, Golden, Thresholds, golden_key, graph_file, graph_files, load_bundle,
-                                 manifest_id, parse_golden_key, resolve_thresholds, write_manifest)
+                                 manifest_sha256, model_id, parse_golden_key, resolve_thresholds,
+                                 write_manifest)
 from hbci.runtime.errors import BundleError, ConfigError
 
 
@@ -18,7 +19,8 @@ def test_a_manifest_reads_and_writes_back_unchanged(runtime_bundle, tmp_path):
     raw = json.loads((runtime_bundle / "manifest.json").read_text())
     bundle = load_bundle(runtime_bundle)
     assert json.dumps(bundle.manifest.to_dict(), sort_keys=True) == json.dumps(raw, sort_keys=True)
-    assert manifest_id(bundle.manifest.to_dict()) == raw["bundle_id"] == bundle.bundle_id
+    assert model_id(bundle.manifest) == raw["bundle_id"] == bundle.bundle_id
+    assert manifest_sha256(raw) == raw["manifest_sha256"]
     copy = tmp_path / "copy"
     shutil.copytree(runtime_bundle, copy)
     assert write_manifest(copy, bundle.manifest).bundle_id == bundle.bundle_id  # same files, same id
@@ -26,10 +28,10 @@ def test_a_manifest_reads_and_writes_back_unchanged(runtime_bundle, tmp_path):
 
 
 def _rewrite(folder, change) -> None:
-    """Edit a manifest and give it a matching id, as a careless tool would: only the key checks can catch it."""
+    """Edit a manifest and give it a matching hash, as a careless tool would: only the key checks can catch it."""
     raw = json.loads((folder / "manifest.json").read_text())
     change(raw)
-    raw["bundle_id"] = manifest_id(raw)
+    raw["manifest_sha256"] = manifest_sha256(raw)
     (folder / "manifest.json").write_text(json.dumps(raw))
 
 
