@@ -51,7 +51,7 @@ EXIT_CODE_TABLE: tuple[ExitCodeInfo, ...] = (
     ExitCodeInfo(ExitCode.USAGE, "bad usage or input: arguments, configs and overrides, queries, query files, "
                  "thresholds, bundles, checkpoints, datasets", ("all",)),
     ExitCodeInfo(ExitCode.SOURCE, "a live source (camera, URL, pipeline) could not be opened, or was lost and did "
-                 "not come back", ("hbci-run", "hbci-serve")),
+                 "not come back", ("hbci-run",)),
     ExitCodeInfo(ExitCode.VIDEO, "a video file could not be read (missing, not a video, no decodable frames)",
                  ("hbci-run",)),
     ExitCodeInfo(ExitCode.OUTPUT, "an output failed: a folder or file that cannot be written (--save-clips, "
@@ -66,10 +66,10 @@ EXIT_CODE_TABLE: tuple[ExitCodeInfo, ...] = (
                  ("hbci-index", "hbci-search", "hbci-serve")),
     ExitCodeInfo(ExitCode.INDEX_MISMATCH, "the archive was indexed with another bundle (hbci-index --reindex "
                  "rebuilds it)", ("hbci-index", "hbci-search", "hbci-serve")),
-    ExitCodeInfo(ExitCode.SERVICE, "the service could not start (address in use, systemd notification failed)",
+    ExitCodeInfo(ExitCode.SERVICE, "the service could not start (address in use, systemd notification failed, HTTP server died)",
                  ("hbci-serve",)),
     ExitCodeInfo(ExitCode.SIGINT, "stopped by SIGINT (Ctrl-C); long-running commands drain first", ("all",)),
-    ExitCodeInfo(ExitCode.SIGTERM, "stopped by SIGTERM, after draining", ("hbci-run", "hbci-serve")),
+    ExitCodeInfo(ExitCode.SIGTERM, "stopped by SIGTERM, after draining (hbci-serve drains and returns 0)", ("hbci-run",)),
 )
 
 

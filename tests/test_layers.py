@@ -28,7 +28,7 @@ LAZY_TORCH = ("hbci.bench",)
 TORCH = ("torch", "torchvision", "open_clip")
 # Optional dependencies (the pip extras): a torch-free module imports them only inside the function that needs them.
 OPTIONAL = ("onnx", "onnxscript", "safetensors", "tqdm", "matplotlib", "tensorrt", "cuda", "modelopt", "usearch",
-            "pymilvus", "milvus_lite")
+            "pymilvus", "milvus_lite", "fastapi", "starlette", "uvicorn", "pydantic", "yaml", "paho", "prometheus_client")
 
 
 def _under(name: str, prefixes: tuple[str, ...]) -> bool:
