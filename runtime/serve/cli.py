@@ -136,11 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_config(args.config)
             print(f"{args.config}: valid")
             return ExitCode.OK
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, lambda *_: hangup.set())
-        return serve(args.config, stop, hangup)
+        handlers = {signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: hangup}
+        previous = {signum: signal.signal(signum, lambda *_, e=event: e.set()) for signum, event in handlers.items()}
+        try:
+            return serve(args.config, stop, hangup)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
     except HbciError as exc:
         print(f"hbci-serve: error: {exc}", file=sys.stderr)
         return exit_code(exc)

@@ -133,12 +133,34 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _model_at(loc) -> Any:
+    """The pydantic model that holds the key at `loc` (for an unknown key: which keys are allowed there)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    model = models()["Service"]
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation, stack = model.model_fields[part].annotation, []
+        stack.append(annotation)
+        while stack:
+            candidate = stack.pop()
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+            stack.extend(typing.get_args(candidate))
+    return model
+
+
 def _describe(error: dict) -> str:
     """One pydantic error as `key: problem (allowed: ...)`."""
     key = ".".join(str(p) for p in error["loc"]) or "(top level)"
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind == "extra_forbidden":
-        return f"{key}: unknown key"
+        allowed = ", ".join(_model_at(error["loc"][:-1]).model_fields)
+        return f"{key}: unknown key (allowed: {allowed})"
     if kind == "literal_error":
         return f"{key}: {error['input']!r} is not allowed (allowed: {ctx.get('expected', '')})"
     if kind == "missing":

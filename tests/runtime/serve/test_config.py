@@ -1,0 +1,56 @@
+"""hbci-serve's config: every error is one line naming the key (and the allowed values), exit 2; the --help
+epilog comes from the exit-code table; an address in use is exit 11."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from hbci.runtime.errors import ConfigError, ExitCode, exit_codes_epilog
+from hbci.runtime.serve.cli import SERVE_EXIT_CODES, build_parser, main
+from hbci.runtime.serve.config import parse_config
+
+GOOD = {"sources": [{"name": "yard", "kind": "file", "target": "a.mp4"}]}
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"sources": [{"name": "yard", "kind": "cam", "target": "0"}]},
+     ["sources.0.kind", "'camera', 'file', 'url' or 'pipeline'"]),
+    ({**GOOD, "colour": 1}, ["colour: unknown key", "allowed:", "sources"]),
+    ({"sources": [{"name": "yard", "kind": "file", "target": "a", "treshold_on": 1}]},
+     ["sources.0.treshold_on: unknown key", "threshold_on"]),
+    ({**GOOD, "http": {"bind": "0.0.0.0"}}, ["http", "not loopback", "http.token"]),
+    ({**GOOD, "http": {"port": 70000}}, ["http.port", "65535"]),
+    ({**GOOD, "precision": "int4"}, ["precision", "'fp16'"]),
+    ({"sources": []}, ["sources"]),
+    ({"sources": [GOOD["sources"][0], GOOD["sources"][0]]}, ["unique", "yard"]),
+    ({"sources": [{"name": "a b", "kind": "file", "target": "x"}]}, ["sources.0.name"]),
+    ({**GOOD, "mqtt": {"port": 1883}}, ["mqtt.host: missing"]),
+    (["not", "a", "mapping"], ["expected a mapping"]),
+])
+def test_config_errors_name_the_key(data, words):
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "serve.yaml")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("serve.yaml: ")
+    for word in words:
+        assert word in message, message
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    assert build_parser().epilog == exit_codes_epilog(SERVE_EXIT_CODES)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sources: [{name: yard, kind: file, target: a.mp4}\n")  # unclosed
+    assert main(["--config", str(bad)]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("hbci-serve: error: ") and "not valid YAML at line" in err and err.count("\n") == 1
+    assert main(["--config", str(tmp_path / "none.yaml")]) == ExitCode.USAGE
+    good = tmp_path / "good.yaml"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        good.write_text(f"sources: [{{name: yard, kind: file, target: a.mp4}}]\nhttp: {{port: {taken.getsockname()[1]}}}\n")
+        assert main(["--config", str(good), "--check"]) == ExitCode.OK
+        assert main(["--config", str(good)]) == ExitCode.SERVICE
+    assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
