@@ -21,6 +21,7 @@ __all__ = ["EventHub", "Service", "SourceRunner"]
 log = logging.getLogger("hbci")
 
 THUMBNAIL_SIDE = 320
+UPDATE_INTERVAL_S = 1.0  # at most one "update" per open event and second, when its peak score rose
 
 
 class EventHub:
@@ -84,20 +85,35 @@ class _ServiceSink(Sink):
         self.runner, self.hub, self.media, self.on_frame = runner, hub, media, on_frame
         self._image = None
         self._ids: dict[int, str] = {}
+        self._peaks: dict[int, tuple[float, float]] = {}  # monitor id -> (peak score published, when)
 
     def frame(self, frame) -> None:
         self._image = frame.image
         self.on_frame()
 
+    def window(self, window) -> None:
+        """An "update" for each open event whose peak score rose (at most one a second per event)."""
+        monitor, now = self.runner.pipeline.monitor, time.monotonic()
+        for state in monitor.open_events():
+            published, when = self._peaks.get(state["id"], (-float("inf"), 0.0))
+            if state["id"] in self._ids and state["peak_score"] > published and now - when >= UPDATE_INTERVAL_S:
+                self._peaks[state["id"]] = (state["peak_score"], now)
+                self.event({"event": "update", **state, "score": state["peak_score"],
+                            "raw_score": state["peak_raw_score"], "threshold": monitor.threshold_on,
+                            "time": window.end, "source": self.runner.config.target,
+                            "bundle_id": monitor.bundle_id})
+
     def event(self, event: dict) -> None:
         name = self.runner.name
         event["target"], event["source"] = event.get("source"), name
         if event["event"] == "start":
+            self._peaks[event["id"]] = (event["score"], time.monotonic())
             # Stable across the event's messages and unique across runs and restarts (Frigate's style).
             self._ids[event["id"]] = f"{time.time():.3f}-{name}-{event['id']}"
         event_id = self._ids.get(event["id"]) or f"{time.time():.3f}-{name}-{event['id']}"
         if event["event"] == "end":
             self._ids.pop(event["id"], None)
+            self._peaks.pop(event["id"], None)
         event["event_id"] = event_id
         media = {}
         if event["event"] == "start" and self.media is not None and self._image is not None:

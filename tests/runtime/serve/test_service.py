@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.runtime.serve.conftest import free_port
+from tests.runtime.serve.test_mqtt import MOSQUITTO, Broker, Subscriber
 
 httpx = pytest.importorskip("httpx")
 
@@ -82,6 +83,13 @@ def test_service_end_to_end(short_video, archive_db, runtime_bundle, tmp_path):
               "http": {"port": port, "max_body_bytes": 2048},
               "archive": {"location": str(archive_db)},
               "paths": {"media": str(tmp_path / "media")}}
+    broker = subscriber = None
+    if MOSQUITTO is not None:  # the events also go to MQTT; availability turns offline on SIGTERM
+        (tmp_path / "broker").mkdir()
+        broker = Broker(tmp_path / "broker")
+        broker.start()
+        config["mqtt"] = {"host": "127.0.0.1", "port": broker.port}
+        subscriber = Subscriber(broker.port)
     config_path = tmp_path / "serve.yaml"
     config_path.write_text(yaml.safe_dump(config))
     process = _start(config_path)
@@ -158,7 +166,17 @@ def test_service_end_to_end(short_video, archive_db, runtime_bundle, tmp_path):
         reader.join(10)
         stopped = [e for k, e in received if k == "end" and e["reason"] == "stopped"]
         assert stopped and {e["query"] for e in stopped} <= {QUERY, "a blue square grows"}
+        if subscriber is not None:
+            subscriber.wait(lambda m: m[0] == "hbci/available" and m[1] == "offline")
+            messages = subscriber.events()
+            assert any(m["type"] == "new" and m["after"]["id"] == start["event_id"] for m in messages)
+            assert {m["after"]["id"] for m in messages if m["type"] == "end" and m["after"]["end_reason"] == "stopped"} \
+                == {e["event_id"] for e in stopped}
     finally:
+        if subscriber is not None:
+            subscriber.close()
+        if broker is not None:
+            broker.stop()
         if process.poll() is None:
             process.kill()
             process.wait()
