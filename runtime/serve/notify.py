@@ -32,13 +32,15 @@ class Notifier:
         return self.address is not None
 
     def send(self, *states: str) -> None:
-        """Send `KEY=VALUE` states in one datagram; ServiceError if the socket refuses it."""
+        """Send `KEY=VALUE` states in one datagram; ServiceError if the socket refuses it. Never blocks (it is
+        called from the frame loop): a full socket queue is an error too."""
         if self.address is None:
             return
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.setblocking(False)
                 sock.connect(self.address)
-                sock.sendall("\n".join(states).encode())
+                sock.send("\n".join(states).encode())
         except OSError as exc:
             raise ServiceError(f"systemd notification to {self.address!r} failed: {exc}") from None
 

@@ -21,6 +21,7 @@ __all__ = ["EventHub", "Service", "SourceRunner"]
 log = logging.getLogger("hbci")
 
 THUMBNAIL_SIDE = 320
+STALL_S = 60.0  # a running source without a frame for this long is stalled: the systemd watchdog is not fed
 UPDATE_INTERVAL_S = 1.0  # at most one "update" per open event and second, when its peak score rose
 
 
@@ -174,8 +175,7 @@ class SourceRunner:
             began = time.monotonic()
             self.next_retry_at = None
             self.pipeline.start()
-            while not self.pipeline.join(0.5):
-                tick()
+            self.pipeline.join()  # while it runs, its frames feed the watchdog (a hung frame loop starves it)
             if self._stopping.is_set():
                 break
             error = self.pipeline.error
@@ -191,6 +191,13 @@ class SourceRunner:
                     break
             delay = min(2 * delay, self.config.retry.max_s)
             self.restarts += 1
+
+    def stalled(self, now: float) -> bool:
+        """Running, but no frame for STALL_S (or none since a start that long ago)."""
+        if self.next_retry_at is not None or not self.pipeline.running:
+            return False  # waiting for a retry is a known state, not a hang
+        last = self.pipeline.last_frame_at or self.pipeline.started_at
+        return last is not None and now - last > STALL_S
 
     def stop(self) -> None:
         self._stopping.set()
@@ -241,7 +248,11 @@ class Service:
                         for s in config.sources}
 
     def _alive(self) -> None:
-        self.watchdog()
+        """Called for every frame and while a source waits for its retry: feed the watchdog unless a source is
+        stalled (a frame loop that hangs must get the service restarted)."""
+        now = time.monotonic()
+        if not any(runner.stalled(now) for runner in self.runners.values()):
+            self.watchdog()
 
     def start(self) -> None:
         for runner in self.runners.values():

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -57,6 +59,15 @@ def _sse(base: str, received: list, stop: threading.Event, ready: threading.Even
                 return
 
 
+def _collect(sock: socket.socket, datagrams: list) -> None:
+    """Read the notify socket as systemd does (a reader that falls behind makes the service drop pings)."""
+    while True:
+        try:
+            datagrams.append(sock.recv(4096).decode())
+        except OSError:
+            return
+
+
 @pytest.fixture(scope="module")
 def archive_db(short_video, tmp_path_factory, runtime_bundle):
     from hbci.runtime.archive import Archive
@@ -92,7 +103,12 @@ def test_service_end_to_end(short_video, archive_db, runtime_bundle, tmp_path):
         subscriber = Subscriber(broker.port)
     config_path = tmp_path / "serve.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    process = _start(config_path)
+    notify_path = tempfile.mkdtemp(prefix="hbci-n", dir="/tmp") + "/notify"  # systemd's notify socket
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    datagrams: list[str] = []
+    threading.Thread(target=_collect, args=(notify, datagrams), daemon=True).start()
+    process = _start(config_path, {"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "400000"})
     try:
         health = _wait_up(base, process)
         assert health["bundle_id"] and health["backend"]
@@ -166,6 +182,9 @@ def test_service_end_to_end(short_video, archive_db, runtime_bundle, tmp_path):
         reader.join(10)
         stopped = [e for k, e in received if k == "end" and e["reason"] == "stopped"]
         assert stopped and {e["query"] for e in stopped} <= {QUERY, "a blue square grows"}
+        time.sleep(0.2)
+        assert datagrams[0].startswith("READY=1\nSTATUS=2 sources") and datagrams[-1] == "STOPPING=1"
+        assert datagrams.count("WATCHDOG=1") >= 2  # from the frame loop and the dead source's retries
         if subscriber is not None:
             subscriber.wait(lambda m: m[0] == "hbci/available" and m[1] == "offline")
             messages = subscriber.events()
@@ -173,6 +192,7 @@ def test_service_end_to_end(short_video, archive_db, runtime_bundle, tmp_path):
             assert {m["after"]["id"] for m in messages if m["type"] == "end" and m["after"]["end_reason"] == "stopped"} \
                 == {e["event_id"] for e in stopped}
     finally:
+        notify.close()
         if subscriber is not None:
             subscriber.close()
         if broker is not None:
