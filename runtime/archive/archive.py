@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 
 from hbci.runtime.archive.indexer import (DEFAULT_STRIDE, DEFAULT_WINDOW, IndexSummary, archive_meta, check_meta,
                                          index_videos, scan_videos)
-from hbci.runtime.archive.search import DEFAULT_CANDIDATES, SearchResult, search_archive
+from hbci.runtime.archive.search import DEFAULT_CANDIDATES, SearchResult, check_bundle, search_archive
 from hbci.runtime.archive.sheet import write_contact_sheet
 from hbci.runtime.archive.store import Store, StoreStats, open_store
 
@@ -79,6 +79,12 @@ class Archive:
         with self._lock:
             return search_archive(self._reader(), self._need_retriever(), query, top_k, candidates=candidates,
                                   exact=exact)
+
+    def check(self) -> None:
+        """Refuse now what `search` would refuse: a missing, damaged or empty archive (DatabaseError), one of
+        another bundle (IndexMismatchError). A service checks this at start."""
+        with self._lock:
+            check_bundle(self._reader(), self._need_retriever())
 
     def contact_sheet(self, result: SearchResult, path: str | os.PathLike) -> Path:
         """Write a contact sheet of `result`'s moments (thumbnails of their best windows) to `path`."""

@@ -79,7 +79,7 @@ def serve(config_path: str, stop: threading.Event | None = None, hangup: threadi
             from hbci.runtime.archive import Archive
 
             archive = Archive.open(config.archive.location, retriever)
-            archive.stats()  # a missing or damaged archive is refused now (exit 9)
+            archive.check()  # a missing, damaged or empty archive (exit 9), or another bundle's (10): refused now
         service = Service(config, retriever, archive, config_path=config_path)
         service.watchdog = notifier.watchdog
         bridge = None

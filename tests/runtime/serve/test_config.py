@@ -54,3 +54,22 @@ def test_cli_exit_codes(tmp_path, capsys):
         assert main(["--config", str(good), "--check"]) == ExitCode.OK
         assert main(["--config", str(good)]) == ExitCode.SERVICE
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+
+
+def test_the_shipped_example_config_is_valid():
+    from pathlib import Path
+
+    from hbci.runtime.serve.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[3] / "deploy" / "serve.example.yaml")
+    assert [s.name for s in config.sources] == ["driveway", "dock"] and config.mqtt.topic_prefix == "hbci"
+
+
+def test_a_missing_archive_is_refused_at_start(tmp_path, capsys):
+    from tests.runtime.serve.conftest import free_port
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(f"sources: [{{name: yard, kind: file, target: a.mp4}}]\nhttp: {{port: {free_port()}}}\n"
+                      f"archive: {{location: {tmp_path / 'absent.db'}}}\n")
+    assert main(["--config", str(config)]) == ExitCode.DATABASE
+    assert "absent.db" in capsys.readouterr().err
