@@ -151,6 +151,16 @@ def test_bridge_against_a_real_broker(tmp_path, runtime_bundle):
         subscriber.client.publish("hbci/cam/queries/set", b"{not a list", qos=1)
         subscriber.wait(lambda m: m[0] == "hbci/error")
         assert [q["text"] for q in service.runner("cam").queries()] == ["a red circle moves left"]
+
+        # A connection that dies without a goodbye (a crash, a cable): the broker publishes the last will, and
+        # the bridge comes back online by itself.
+        with subscriber.lock:
+            subscriber.messages.clear()
+        import socket
+
+        bridge.client.socket().shutdown(socket.SHUT_RDWR)
+        subscriber.wait(lambda m: m[0] == "hbci/available" and m[1] == "offline")
+        subscriber.wait(lambda m: m[0] == "hbci/available" and m[1] == "online")
     finally:
         bridge.close()
         subscriber.wait(lambda m: m[0] == "hbci/available" and m[1] == "offline")

@@ -93,7 +93,7 @@ def test_service_end_to_end(short_video, archive_db, runtime_bundle, tmp_path):
                            "retry": {"initial_s": 0.2, "max_s": 0.5}}],
               "http": {"port": port, "max_body_bytes": 2048},
               "archive": {"location": str(archive_db)},
-              "paths": {"media": str(tmp_path / "media")}}
+              "paths": {"media": str(tmp_path / "media"), "clips": True}}
     broker = subscriber = None
     if MOSQUITTO is not None:  # the events also go to MQTT; availability turns offline on SIGTERM
         (tmp_path / "broker").mkdir()
@@ -132,6 +132,16 @@ def test_service_end_to_end(short_video, archive_db, runtime_bundle, tmp_path):
         thumb = httpx.get(base + start["thumbnail_url"])
         assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"
         assert any(e["event_id"] == start["event_id"] for e in httpx.get(base + "/events?source=yard").json())
+        # The file ends (reason stream_end), its clip is finished and served; the source is started again.
+        deadline = time.monotonic() + 30
+        while not any(k == "end" and e["event_id"] == start["event_id"] for k, e in received) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        end = next(e for k, e in received if k == "end" and e["event_id"] == start["event_id"])
+        assert end["reason"] == "stream_end" and end["clip_url"] == f"/events/{start['event_id']}/clip.mp4"
+        clip = httpx.get(base + end["clip_url"])
+        assert clip.status_code == 200 and len(clip.content) > 1000
+        assert httpx.get(base + "/events/nope/clip.mp4").status_code == 404
 
         removed = httpx.delete(base + f"/sources/yard/queries/{index}")
         assert removed.status_code == 200
