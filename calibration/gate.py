@@ -32,6 +32,10 @@ on the golden inputs is ~0.35 (cosine 0.999), above export's 0.25, with retrieva
 keeps golden_tolerance["int8"] when the INT8 graph fits it and otherwise raises it to 1.25 x the measured error
 (rounded up to 0.01; the margin is for other back ends' INT8 kernels, e.g. TensorRT), but only after the cosine
 check above has shown the INT8 outputs are right in direction; the old and new tolerances go to the manifest.
+That absolute number is now only the fallback: the manifest also records a relative tolerance per output
+(`output_tolerance["int8"]`: the INT8 video encoder's relative golden error with the margin of
+`hbci.runtime.bundle.output_tolerances`; the FP32 text encoder and scorer keep their FP32 tolerances), which the
+runtime's self-check uses, so every output keeps a check as tight as its own measured error allows.
 
 Atomicity: the INT8 graph is written into a hidden staging folder inside the bundle (with hard links to the
 other files and a staged manifest, so `Retriever.load` sees a complete bundle); only when every check passes is
@@ -65,7 +69,7 @@ from hbci.calibration.data import (MAX_HISTOGRAM_CLIPS, CalibrationDataError, Ca
                                    load_clips, video_paths)
 from hbci.calibration.quantize import METHODS, CalibrationError, inspect_qdq
 from hbci.runtime.bundle import (VIDEO_ENCODER, Bundle, Manifest, Validation, graph_file, graph_files, load_bundle,
-                                 write_manifest)
+                                 output_tolerances, relative_error, write_manifest)
 from hbci.runtime.errors import BundleError, GateRefused, VideoError
 
 __all__ = ["GateThresholds", "GateFailed", "quantize_bundle", "cosine_report", "int8_tolerance", "BACKENDS",
@@ -196,6 +200,7 @@ def _golden(bundle: Bundle, graph_path: Path) -> dict:
     expected = golden.outputs[VIDEO_ENCODER]
     got = OrtBackend(graph_path, ["CPUExecutionProvider"]).run(golden.inputs[VIDEO_ENCODER])
     return {"max_abs_diff": {n: float(np.abs(got[n] - v).max()) for n, v in expected.items()},
+            "relative_error": {n: relative_error(got[n], v) for n, v in expected.items()},
             "cosine": cosine_report(expected, got)}
 
 
@@ -254,7 +259,7 @@ def _held_out(staging: Path, items, gate_backend: str, warn, log) -> dict:
             "backend": int8.backend_name}
 
 
-def _checks(structure: dict, held: dict, gate: GateThresholds, golden: dict, tolerance: float) -> list[dict]:
+def _checks(structure: dict, held: dict, gate: GateThresholds, golden: dict) -> list[dict]:
     checks = [{"check": "Q/DQ only around MatMul/Gemm/Conv, zero points 0, per-channel weights",
                "value": f"{len(structure['problems'])} problem(s)", "threshold": "0",
                "passed": not structure["problems"],
@@ -273,9 +278,9 @@ def _checks(structure: dict, held: dict, gate: GateThresholds, golden: dict, tol
     checks.append({"check": "golden inputs: cosine vs the FP32 golden outputs, worst output and clip",
                    "value": round(worst, 6), "threshold": f">= {gate.min_clip_cosine}",
                    "passed": worst >= gate.min_clip_cosine, "detail": name})
-    error = max(golden["max_abs_diff"].values(), default=0.0)
-    checks.append({"check": "runtime self-check at load (max |int8 - golden|)", "value": round(error, 6),
-                   "threshold": f"<= {tolerance}", "passed": held["self_check"] is None,
+    error = max(golden["relative_error"].values(), default=0.0)
+    checks.append({"check": "runtime self-check at load (worst relative |int8 - golden|, per-output tolerances)",
+                   "value": round(error, 6), "threshold": "recorded per output", "passed": held["self_check"] is None,
                    "detail": held["self_check"] or ""})
     return checks
 
@@ -312,12 +317,18 @@ def _quantize(fp32_path: Path, out: Path, clips, method: str, backend: str) -> N
         _quantize_module.quantize_graph(fp32_path, out, CalibrationReader(clips), method=method)
 
 
-def _with_int8(manifest: Manifest, tolerance: float) -> Manifest:
-    """The manifest with the INT8 graphs and their self-check tolerance added."""
+def _with_int8(manifest: Manifest, tolerance: float, golden: dict) -> Manifest:
+    """The manifest with the INT8 graphs and their self-check tolerances added: the absolute fallback, and per
+    output the relative tolerance of the INT8 video encoder (from its golden error) beside the FP32 graphs'
+    recorded ones for the text encoder and scorer (INT8 uses those FP32 files)."""
     precisions = sorted(set(manifest.precisions or manifest.graphs) | {"int8"})
+    recorded = dict(manifest.output_tolerance or {})
+    int8 = {g: t for g, t in (recorded.get("fp32") or {}).items() if g != VIDEO_ENCODER}
+    int8 |= output_tolerances({VIDEO_ENCODER: golden["relative_error"]}, "int8")
     return dataclasses.replace(manifest, graphs={**manifest.graphs, "int8": dict(INT8_GRAPHS)},
                                precisions=tuple(precisions),
-                               golden_tolerance={**(manifest.golden_tolerance or {}), "int8": tolerance})
+                               golden_tolerance={**(manifest.golden_tolerance or {}), "int8": tolerance},
+                               output_tolerance=recorded | {"int8": int8})
 
 
 def _figures(*, key: str, method: str, backend: str, gate: GateThresholds, plan: dict, clips, clips_wanted: int,
@@ -338,7 +349,8 @@ def _figures(*, key: str, method: str, backend: str, gate: GateThresholds, plan:
         "retrieval": {"fp32": fp32, "int8": int8,
                       "delta": {f"{d}_{k}": round(int8[d][k] - fp32[d][k], 6)
                                 for d in ("t2v", "v2t") for k in ("R@1", "R@5", "R@10")}},
-        "golden_max_abs_diff": golden["max_abs_diff"], "golden_cosine": golden["cosine"],
+        "golden_max_abs_diff": golden["max_abs_diff"],
+        "golden_relative_error": golden["relative_error"], "golden_cosine": golden["cosine"],
         "golden_tolerance": tolerance, "golden_tolerance_before": tolerance_before,
         "qdq": {k: v for k, v in structure.items() if k != "problems"}, "checks": checks,
         "seconds": round(seconds, 1),
@@ -397,11 +409,11 @@ def quantize_bundle(bundle_dir: str | Path, calib_videos: str | Path | None = No
             log(f"[int8] the INT8 video encoder differs from the golden outputs by up to "
                 f"{max(golden['max_abs_diff'].values()):.3f} (> golden_tolerance {tolerance_before}); "
                 f"the INT8 self-check tolerance becomes {tolerance} if the gate passes")
-        manifest = _with_int8(bundle.manifest, tolerance)
+        manifest = _with_int8(bundle.manifest, tolerance, golden)
         _stage(bundle, staging, raw, manifest)
         log(f"[int8] gate: encoding {len(plan['gate_items'])} held-out videos with the FP32 and INT8 runtimes")
         held = _held_out(staging, plan["gate_items"], gate_backend, warn, log)
-        checks = _checks(structure, held, gate, golden, tolerance)
+        checks = _checks(structure, held, gate, golden)
         if held["captions"] < SMALL_HELD_OUT:
             warn(f"warning: the held-out set has {held['captions']} captions (< {SMALL_HELD_OUT}): one caption "
                  f"is worth {100 / held['captions']:.2f} points of R@1")

@@ -39,7 +39,8 @@ __all__ = ["FORMAT_VERSION", "MANIFEST", "GRAPHS", "VIDEO_ENCODER", "TEXT_ENCODE
            "graph_files", "engine_file", "timing_cache_file", "golden_key", "parse_golden_key", "Golden",
            "Thresholds", "ScoreStats", "ScorerInputs", "Validation", "Shipped", "Manifest", "Bundle", "load_bundle",
            "write_manifest", "sha256_file", "model_id", "manifest_sha256", "upgrade_manifest", "atomic_write_bytes",
-           "score_statistics", "default_thresholds", "resolve_thresholds"]
+           "score_statistics", "default_thresholds", "resolve_thresholds", "TOLERANCE_MARGIN", "MIN_RELATIVE_TOLERANCE",
+           "relative_error", "output_tolerances"]
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
@@ -63,8 +64,14 @@ PROFILES = {
     TEXT_ENCODER: {"batch": (1, 16, 64)},
     BCI_SCORER: {"num_texts": (1, 4, 16), "num_videos": (1, 256, 256)},
 }
-# Max abs difference of any graph output from the golden (FP32 torch) output that the self-check at load accepts.
+# Max abs difference of any graph output from the golden (FP32 torch) output that the self-check at load accepts:
+# the fallback for bundles that record no per-output tolerances (`output_tolerance`).
 GOLDEN_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2, "int8": 0.25}
+# Per-output relative tolerances (`output_tolerances`): the error measured when the bundle was written (ONNX
+# Runtime on the CPU against torch FP32), times this margin for other back ends' kernels (TensorRT, CUDA), and
+# never below a floor per precision (the rounding such a back end may add: TF32 / FP16 accumulation, INT8 kernels).
+TOLERANCE_MARGIN = 4.0
+MIN_RELATIVE_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2, "int8": 2e-2}
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -275,7 +282,9 @@ class Manifest:
     precisions: tuple[str, ...] | None = None
     embed_dim: int | None = None
     model_config: Mapping[str, Any] | None = None  # the model's config as trained (hbci.config.ModelConfig)
-    golden_tolerance: Mapping[str, float] | None = None  # precision -> self-check tolerance (GOLDEN_TOLERANCE)
+    golden_tolerance: Mapping[str, float] | None = None  # precision -> absolute self-check tolerance (fallback)
+    # precision -> graph -> output -> relative self-check tolerance (`output_tolerances`); absent in old bundles
+    output_tolerance: Mapping[str, Any] | None = None
     profiles: Mapping[str, Mapping[str, tuple[int, int, int]]] | None = None  # graph -> axis -> (min, opt, max)
     scorer_inputs: ScorerInputs | None = None
     fp32_ops_in_fp16: tuple[str, ...] | None = None
@@ -338,8 +347,17 @@ class Manifest:
         return self.score_stats.threshold if self.score_stats is not None else None
 
     def tolerance(self, precision: str) -> float:
-        """The self-check tolerance of a precision."""
+        """The absolute self-check tolerance of a precision (the fallback of `output_check`)."""
         return float((self.golden_tolerance or GOLDEN_TOLERANCE).get(precision, GOLDEN_TOLERANCE[precision]))
+
+    def output_check(self, precision: str, graph: str, output: str) -> tuple[float, bool]:
+        """(tolerance, relative) for one graph output's self-check: its recorded relative tolerance, or, when the
+        bundle records none for it (bundles written before tolerances were recorded), the precision's absolute
+        one."""
+        recorded = ((self.output_tolerance or {}).get(precision) or {}).get(graph, {}).get(output)
+        if recorded is None:
+            return self.tolerance(precision), False
+        return float(recorded), True
 
     def max_batch(self, graph: str, axis: str) -> int:
         """The largest size of a dynamic axis a call may use (the engines' optimisation profile)."""
@@ -548,6 +566,28 @@ def upgrade_manifest(root: str | Path) -> Manifest:
         raise BundleError(f"{path}: manifest was modified after it was written (bundle id mismatch)")
     body["format_version"] = FORMAT_VERSION
     return write_manifest(root, Manifest.from_dict(body, str(path)))
+
+
+# ------------------------------------------------------------------------------------------------ tolerances
+def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
+    """max |got - expected| over the output's scale (max |expected|, at least 1e-6): comparable across outputs
+    of any scale (unit-vector entries ~0.2, pooled features ~6). inf for a shape mismatch, NaN for NaNs."""
+    if got.shape != expected.shape:
+        return float("inf")
+    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-6)
+    return float(np.abs(got.astype(np.float64) - expected).max(initial=0.0)) / scale
+
+
+def output_tolerances(measured: Mapping[str, Mapping[str, float]], precision: str) -> dict:
+    """{graph: {output: relative tolerance}} from the relative errors measured on the golden inputs: the error
+    times TOLERANCE_MARGIN, at least MIN_RELATIVE_TOLERANCE[precision], rounded up to two significant digits."""
+    def tolerance(error: float) -> float:
+        value = max(TOLERANCE_MARGIN * float(error), MIN_RELATIVE_TOLERANCE[precision])
+        step = 10.0 ** (np.floor(np.log10(value)) - 1)
+        return float(np.round(np.ceil(value / step - 1e-9) * step, 12))
+
+    return {graph: {name: tolerance(error) for name, error in sorted(outputs.items())}
+            for graph, outputs in sorted(measured.items())}
 
 
 # ------------------------------------------------------------------------------------------------ thresholds

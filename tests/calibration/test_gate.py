@@ -48,6 +48,12 @@ def test_passing_gate_writes_int8_and_the_runtime_loads_it(fresh_bundle, calib_s
     assert manifest.golden_tolerance["int8"] == figures["golden_tolerance"] >= max(
         figures["golden_max_abs_diff"].values())
     assert all(c["passed"] for c in figures["checks"])
+    # Per-output relative tolerances: the INT8 encoder's from its own golden error with a margin, the FP32 text
+    # encoder and scorer keep theirs.
+    int8 = manifest.output_tolerance["int8"]
+    for name, error in figures["golden_relative_error"].items():
+        assert error <= int8["video_encoder"][name] <= max(4 * error, 0.02) * 1.1
+    assert int8["text_encoder"] == manifest.output_tolerance["fp32"]["text_encoder"]
     assert not list(fresh_bundle.glob(".int8-staging-*")), "staging folder left behind"
     assert any("passed" in m for m in messages)
 
