@@ -195,3 +195,19 @@ def test_a_bundle_without_recorded_tolerances_falls_back_to_the_absolute_one(tin
     assert runtime.self_check() is None
     runtime.backends["video_encoder"] = _Shifted(real, "pool_values", 2 * tolerance)
     assert "max abs difference" in runtime.self_check()
+
+
+def test_a_gallery_is_added_to_an_exported_bundle_without_changing_its_id(tiny_bundle, tmp_path):
+    from hbci.runtime.gallery import build_gallery, load_gallery
+    from hbci.runtime.monitor import Monitor
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_bundle, copy)
+    before = load_bundle(copy).manifest
+    manifest = build_gallery(copy, streams=1, clips=2, max_windows=8)
+    assert manifest.bundle_id == before.bundle_id and manifest.gallery.precision == "fp32"
+    assert manifest.output_tolerance == before.output_tolerance and manifest.score_stats == before.score_stats
+    gallery = load_gallery(load_bundle(copy))
+    assert set(gallery) == set(manifest.scorer_inputs.video) and len(gallery["video_mask"]) == 8
+    monitor = Monitor(Retriever.load(copy, backend="onnxruntime-cpu"), ["a red circle moves left"])
+    assert monitor.per_query_thresholds and monitor.thresholds_of(0)[0] >= monitor.threshold_on
