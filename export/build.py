@@ -35,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gallery-streams", type=int, default=8,
                         help="held-out synthetic streams for the background gallery behind per-query alert "
                              "thresholds (hbci.runtime.gallery; 0: none). Written once; --force rewrites it")
-    parser.add_argument("--calib-videos", help="folder of videos for INT8 calibration")
+    parser.add_argument("--calib-videos", help="folder of videos (or a captions CSV) for INT8 calibration")
+    parser.add_argument("--calib-texts", help="captions CSV or text file (one sentence per line) that calibrate the "
+                                              "INT8 text encoder (default: the captions of --calib-videos when it "
+                                              "is a CSV; with a plain folder the text encoder stays FP32)")
     parser.add_argument("--calib-captions", help="captions CSV (video,caption) for the INT8 accuracy gate")
     parser.add_argument("--engines", action="store_true", help="also build TensorRT engines (where TensorRT exists)")
     parser.add_argument("--require-engines", action="store_true", help="missing TensorRT/GPU is an error")
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             from hbci.calibration.gate import GateFailed, quantize_bundle
 
             try:
-                quantize_bundle(args.out, args.calib_videos, args.calib_captions)
+                quantize_bundle(args.out, args.calib_videos, args.calib_captions, args.calib_texts)
             except GateFailed as exc:
                 print(f"build_engines: INT8 refused by the accuracy gate:\n{exc}", file=sys.stderr)
                 return exit_code(exc)

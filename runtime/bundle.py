@@ -54,8 +54,9 @@ VIDEO_INPUTS = ("frames", "frame_mask")  # float32 [B, T, 3, S, S] (normalised),
 TEXT_INPUTS = ("token_ids", "token_mask")  # int32 [B, L], float32 [B, L]
 GLOBAL_OUTPUTS = {VIDEO_ENCODER: "video_global", TEXT_ENCODER: "text_global"}  # [B, D]: the coarse search stage
 SCORES = "scores"  # the scorer's fused scores [Nt, Nv]
-# INT8 quantizes only the video encoder (where the compute is); its text encoder and scorer are the FP32 files.
-_QUANTIZED_GRAPHS = {"int8": (VIDEO_ENCODER,)}
+# INT8 quantizes the encoders (the video encoder for speed, the text encoder for memory); the scorer is the FP32
+# file. A bundle whose text encoder could not be calibrated names the FP32 file in its manifest instead.
+_QUANTIZED_GRAPHS = {"int8": (VIDEO_ENCODER, TEXT_ENCODER)}
 TOKENIZER_FILE, GOLDEN_FILE, ENGINE_DIR = "tokenizer.json", "golden.npz", "engines"
 
 # (min, opt, max) of each dynamic axis: TensorRT optimisation profiles, and the runtime's chunk sizes (it never

@@ -17,14 +17,13 @@ import logging
 import os
 import signal
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from hbci.runtime.bundle import MANIFEST
 from hbci.runtime.errors import (EXIT_CODE_TABLE, BundleError, ConfigError, ExitCode, HbciError, QueryError,
-                                  exit_code, exit_codes_epilog)
+                                  exit_code, exit_codes_epilog, internal_error)
 from hbci.runtime.pipeline import (ClipSink, JsonLinesSink, MonitorSettings, OverlaySink, Pipeline, RecentEvents,
                                    SourceSpec, summary_line)
 
@@ -269,11 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("hbci-run: interrupted", file=sys.stderr)
         return ExitCode.SIGINT
     except Exception as exc:  # the one place that turns a bug into one line and exit 1
-        if args.log_level == "debug":
-            traceback.print_exc()
-        print(f"hbci-run: internal error: {type(exc).__name__}: {exc} (run with --log-level debug for details)",
-              file=sys.stderr)
-        return ExitCode.INTERNAL
+        return internal_error("hbci-run", exc, args.log_level == "debug")
 
 
 if __name__ == "__main__":

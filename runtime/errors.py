@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Iterable
 
-__all__ = ["ExitCode", "ExitCodeInfo", "EXIT_CODE_TABLE", "exit_code", "exit_codes_epilog", "exit_codes_markdown",
+__all__ = ["ExitCode", "ExitCodeInfo", "EXIT_CODE_TABLE", "exit_code", "internal_error", "exit_codes_epilog", "exit_codes_markdown",
            "HbciError", "VideoError", "SourceError", "BundleError", "ConfigError", "QueryError", "DatasetError",
            "OutputError", "EnginesUnavailable", "GateRefused", "PartialFailure", "DatabaseError",
            "IndexMismatchError", "ServiceError"]
@@ -152,6 +152,18 @@ class ServiceError(HbciError):
     """The service could not start."""
 
     exit_code = ExitCode.SERVICE
+
+
+def internal_error(prog: str, exc: BaseException, debug: bool) -> ExitCode:
+    """Report a bug (an exception that is not an HbciError) as one line, the traceback only with `debug`."""
+    import sys
+    import traceback
+
+    if debug:
+        traceback.print_exc()
+    print(f"{prog}: internal error: {type(exc).__name__}: {exc} (run with --log-level debug for details)",
+          file=sys.stderr)
+    return ExitCode.INTERNAL
 
 
 def exit_code(exc: BaseException) -> ExitCode:

@@ -10,11 +10,10 @@ import argparse
 import json
 import logging
 import sys
-import traceback
 from pathlib import Path
 from typing import Sequence
 
-from hbci.runtime.errors import BundleError, ExitCode, HbciError, exit_code, exit_codes_epilog
+from hbci.runtime.errors import BundleError, ExitCode, HbciError, exit_code, exit_codes_epilog, internal_error
 
 __all__ = ["index_main", "search_main", "INDEX_EXIT_CODES", "SEARCH_EXIT_CODES"]
 
@@ -70,11 +69,7 @@ def _main(prog: str, parser: argparse.ArgumentParser, run, argv) -> int:
         print(f"{prog}: interrupted (every file stored before it is kept)", file=sys.stderr)
         return ExitCode.SIGINT
     except Exception as exc:  # the one place that turns a bug into one line and exit 1
-        if args.log_level == "debug":
-            traceback.print_exc()
-        print(f"{prog}: internal error: {type(exc).__name__}: {exc} (run with --log-level debug for details)",
-              file=sys.stderr)
-        return ExitCode.INTERNAL
+        return internal_error(prog, exc, args.log_level == "debug")
 
 
 # ---------------------------------------------------------------------------------------------- hbci-index

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from hbci.runtime.archive.store import (GLOBAL_KEY, ArchiveMeta, FileRecord, FileWriter, Pack, Store, StoreStats,
-                                        WindowRecord)
+                                        WindowRecord, check_batch, layout_state, pack_layout)
 from hbci.runtime.errors import DatabaseError, HbciError
 
 __all__ = ["EmbeddedStore", "ANN_MIN_VALUES"]
@@ -439,19 +439,15 @@ class _EmbeddedWriter(FileWriter):
         self.handles: dict[str, object] = {}
 
     def add(self, windows, pack, thumbnails) -> None:
-        if len(thumbnails) != len(windows) or any(len(v) != len(windows) for v in pack.values()):
-            raise ValueError("windows, pack arrays and thumbnails must have the same length")
-        if not windows:
-            return
         store = self.store
         layout = store._layout()
+        check_batch(str(store.path), windows, pack, thumbnails, layout)
+        if not windows:
+            return
         if not layout:  # the first window of the archive fixes the pack layout
-            layout = {k: (tuple(v.shape[1:]), str(v.dtype)) for k, v in pack.items()}
+            layout = pack_layout(pack)
             with _transaction(store.conn):
-                store._set_state("layout", {k: {"shape": list(s), "dtype": d} for k, (s, d) in layout.items()})
-        if set(pack) != set(layout):
-            raise DatabaseError(f"{store.path}: the video encoder's outputs {sorted(pack)} differ from the "
-                                f"archive's {sorted(layout)}")
+                store._set_state("layout", layout_state(layout))
         for key, (shape, dtype) in layout.items():
             value = np.ascontiguousarray(pack[key], dtype=dtype)
             if value.shape[1:] != shape:

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 
 from hbci.runtime.archive.store import (GLOBAL_KEY, ArchiveMeta, FileRecord, FileWriter, Pack, Store, StoreStats,
-                                        WindowRecord)
+                                        WindowRecord, check_batch, layout_state, pack_layout)
 from hbci.runtime.errors import DatabaseError, HbciError
 
 __all__ = ["MilvusStore", "parse_location"]
@@ -307,18 +307,14 @@ class _MilvusWriter(FileWriter):
         self.count = 0
 
     def add(self, windows, pack, thumbnails) -> None:
-        if len(thumbnails) != len(windows) or any(len(v) != len(windows) for v in pack.values()):
-            raise ValueError("windows, pack arrays and thumbnails must have the same length")
-        if not windows:
-            return
         store = self.store
         layout = store._layout()
-        if not layout:
-            layout = {k: (tuple(v.shape[1:]), str(v.dtype)) for k, v in pack.items()}
-            store._set_meta("layout", {k: {"shape": list(s), "dtype": d} for k, (s, d) in layout.items()})
-        if set(pack) != set(layout):
-            raise DatabaseError(f"{store.location}: the video encoder's outputs {sorted(pack)} differ from the "
-                                f"archive's {sorted(layout)}")
+        check_batch(store.location, windows, pack, thumbnails, layout)
+        if not windows:
+            return
+        if not layout:  # the first window of the archive fixes the pack layout
+            layout = pack_layout(pack)
+            store._set_meta("layout", layout_state(layout))
         if not store.client.has_collection(store.name):
             store._create_windows_collection(layout)
         flat = np.concatenate([np.asarray(pack[k], np.float32).reshape(len(windows), -1)

@@ -18,7 +18,7 @@ import numpy as np
 from hbci.runtime.errors import DatabaseError
 
 __all__ = ["ArchiveMeta", "FileRecord", "WindowRecord", "StoreStats", "FileWriter", "Store", "open_store",
-           "GLOBAL_KEY", "Pack"]
+           "GLOBAL_KEY", "Pack", "Layout", "pack_layout", "layout_state", "check_batch"]
 
 Pack = dict[str, np.ndarray]
 # The video encoder's query-independent embedding [D] (L2-normalised): stage one ranks windows by its inner
@@ -79,6 +79,28 @@ class StoreStats:
     windows: int
     bytes: int  # on-disk size of the store (embedded), or 0 where the server does not say
     details: dict = field(default_factory=dict)
+
+
+Layout = dict[str, tuple[tuple[int, ...], str]]  # pack key -> (shape of one window's array, dtype)
+
+
+def pack_layout(pack: Pack) -> Layout:
+    """The layout of a pack: the first window of an archive fixes it."""
+    return {k: (tuple(v.shape[1:]), str(v.dtype)) for k, v in pack.items()}
+
+
+def layout_state(layout: Layout) -> dict:
+    """A layout as the stores keep it (JSON)."""
+    return {k: {"shape": list(s), "dtype": d} for k, (s, d) in layout.items()}
+
+
+def check_batch(location: str, windows: list, pack: Pack, thumbnails: list, layout: Layout | None) -> None:
+    """What every writer checks before adding: equal lengths, and the archive's pack keys (when it has a layout)."""
+    if len(thumbnails) != len(windows) or any(len(v) != len(windows) for v in pack.values()):
+        raise ValueError("windows, pack arrays and thumbnails must have the same length")
+    if layout and set(pack) != set(layout):
+        raise DatabaseError(f"{location}: the video encoder's outputs {sorted(pack)} differ from the archive's "
+                            f"{sorted(layout)}")
 
 
 class FileWriter(ABC):

@@ -30,16 +30,21 @@ def _snapshot(bundle):
 def test_passing_gate_writes_int8_and_the_runtime_loads_it(fresh_bundle, calib_synth):
     messages = []
     manifest = quantize_bundle(fresh_bundle, calib_synth / "videos" / "train", calib_synth / "test.csv",
-                               gate=RANDOM_WEIGHTS, log=messages.append)
+                               calib_synth / "train.csv", gate=RANDOM_WEIGHTS, log=messages.append)
     assert (fresh_bundle / "int8" / "video_encoder.onnx").is_file()
+    assert (fresh_bundle / "int8" / "text_encoder.onnx").is_file()
     assert manifest.graphs["int8"] == INT8_GRAPHS
     assert "int8" in manifest.precisions and "fp32" in manifest.precisions
     figures = manifest.validation.int8_gate
     assert figures["passed"] and figures["method"] == "minmax"
     assert figures["calibration"]["clips"] == 12 and figures["held_out"]["videos"] == 16
     assert figures["held_out"]["captions"] == 16
-    for name in ("video_global", "frame_units", "segment_units", "pool_keys", "pool_values"):
+    for name in ("video_global", "frame_units", "segment_units", "pool_keys", "pool_values", "text_global",
+                 "word_units", "phrase_units", "sentence_concepts"):
         assert figures["cosine"][name]["mean"] > 0.99
+    assert figures["text_encoder"]["precision"] == "int8" and 0 < figures["text_encoder"]["captions"] <= 12
+    assert set(figures["qdq"]["per_graph"]) == {"video_encoder", "text_encoder"}
+    assert "text_global" in figures["golden_max_abs_diff"]
     retrieval = figures["retrieval"]
     for key in ("R@1", "R@5"):
         delta = retrieval["int8"]["t2v"][key] - retrieval["fp32"]["t2v"][key]
@@ -48,12 +53,14 @@ def test_passing_gate_writes_int8_and_the_runtime_loads_it(fresh_bundle, calib_s
     assert manifest.golden_tolerance["int8"] == figures["golden_tolerance"] >= max(
         figures["golden_max_abs_diff"].values())
     assert all(c["passed"] for c in figures["checks"])
-    # Per-output relative tolerances: the INT8 encoder's from its own golden error with a margin, the FP32 text
-    # encoder and scorer keep theirs.
+    # Per-output relative tolerances: each quantized encoder's from its own golden error with a margin, the FP32
+    # scorer keeps its own.
     int8 = manifest.output_tolerance["int8"]
-    for name, error in figures["golden_relative_error"].items():
-        assert error <= int8["video_encoder"][name] <= max(4 * error, 0.02) * 1.1
-    assert int8["text_encoder"] == manifest.output_tolerance["fp32"]["text_encoder"]
+    assert "video_encoder" in figures["golden_relative_error"]
+    for graph, errors in figures["golden_relative_error"].items():
+        for name, error in errors.items():
+            assert error <= int8[graph][name] <= max(4 * error, 0.02) * 1.1
+    assert int8["bci_scorer"] == manifest.output_tolerance["fp32"]["bci_scorer"]
     assert not list(fresh_bundle.glob(".int8-staging-*")), "staging folder left behind"
     assert any("passed" in m for m in messages)
 
@@ -73,7 +80,7 @@ def test_passing_gate_writes_int8_and_the_runtime_loads_it(fresh_bundle, calib_s
     quantize_module.quantize_graph = refuse
     try:
         again = quantize_bundle(fresh_bundle, calib_synth / "videos" / "train", calib_synth / "test.csv",
-                                gate=RANDOM_WEIGHTS, log=lambda m: None)
+                                calib_synth / "train.csv", gate=RANDOM_WEIGHTS, log=lambda m: None)
     finally:
         quantize_module.quantize_graph = original
     assert again.bundle_id == manifest.bundle_id
@@ -127,6 +134,21 @@ def test_gate_refuses_a_quantized_layernorm_with_a_poisoned_range(fresh_bundle, 
     assert "FAIL  Q/DQ only around MatMul/Gemm/Conv" in report and "LayerNormalization" in report
     assert "FAIL  cosine" in report
     assert _snapshot(fresh_bundle) == before
+
+
+def test_text_encoder_stays_fp32_without_calibration_captions(fresh_bundle, calib_synth):
+    # A video folder gives no captions; calibration texts that are all held-out captions are dropped (the gate's
+    # judges never calibrate): either way the text encoder stays FP32, said in a warning and in the manifest.
+    for texts in (None, calib_synth / "test.csv"):
+        messages = []
+        manifest = quantize_bundle(fresh_bundle, calib_synth / "videos" / "train", calib_synth / "test.csv", texts,
+                                   gate=RANDOM_WEIGHTS, force=True, log=messages.append)
+        assert manifest.graphs["int8"]["text_encoder"] == "fp32/text_encoder.onnx"
+        assert manifest.graphs["int8"]["video_encoder"] == "int8/video_encoder.onnx"
+        assert manifest.validation.int8_gate["text_encoder"]["precision"] == "fp32"
+        assert not (fresh_bundle / "int8" / "text_encoder.onnx").exists()
+        assert any("text encoder stays FP32" in m for m in messages)
+    assert Retriever.load(fresh_bundle, backend="onnxruntime-cpu", precision="int8").self_check() is None
 
 
 def test_retrieval_threshold_is_enforced(fresh_bundle, calib_synth):
@@ -187,7 +209,8 @@ def test_build_engines_cli_int8_end_to_end(tiny_checkpoint, tiny_fp32_bundle, ca
     out = tmp_path / "cli_bundle"
     shutil.copytree(tiny_fp32_bundle, out)  # same checkpoint and options: the export step is up to date
     args = ["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--precision", "fp32,int8",
-            "--calib-videos", str(calib_synth / "videos" / "train"), "--calib-captions", str(calib_synth / "test.csv")]
+            "--calib-videos", str(calib_synth / "videos" / "train"), "--calib-captions", str(calib_synth / "test.csv"),
+            "--calib-texts", str(calib_synth / "train.csv")]
     assert main(args) == EXIT_OK
     assert load_bundle(out).manifest.graphs["int8"] == INT8_GRAPHS
     assert main(args[:6] + ["--calib-videos", str(tmp_path / "nowhere"),

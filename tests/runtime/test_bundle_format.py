@@ -52,7 +52,8 @@ def test_unknown_missing_and_mistyped_keys_are_refused(runtime_bundle, tmp_path,
 
 def test_layout_and_golden_keys(runtime_bundle):
     assert graph_file("video_encoder", "int8") == "int8/video_encoder.onnx"
-    assert graph_files("int8")["text_encoder"] == graph_file("text_encoder", "fp32") == "fp32/text_encoder.onnx"
+    assert graph_files("int8")["text_encoder"] == graph_file("text_encoder", "int8") == "int8/text_encoder.onnx"
+    assert graph_files("int8")["bci_scorer"] == graph_file("bci_scorer", "fp32") == "fp32/bci_scorer.onnx"
     assert parse_golden_key(golden_key("bci_scorer", "in", "word_mask")) == ("bci_scorer", "in", "word_mask")
     with pytest.raises(ValueError):
         graph_file("video_encoder", "fp8")
