@@ -66,10 +66,11 @@ EXIT_CODE_TABLE: tuple[ExitCodeInfo, ...] = (
                  ("hbci-index", "hbci-search", "hbci-serve")),
     ExitCodeInfo(ExitCode.INDEX_MISMATCH, "the archive was indexed with another bundle (hbci-index --reindex "
                  "rebuilds it)", ("hbci-index", "hbci-search", "hbci-serve")),
-    ExitCodeInfo(ExitCode.SERVICE, "the service could not start (address in use, systemd notification failed, HTTP server died)",
-                 ("hbci-serve",)),
+    ExitCodeInfo(ExitCode.SERVICE, "the service could not start (address in use, systemd notification failed, "
+                 "HTTP server died)", ("hbci-serve",)),
     ExitCodeInfo(ExitCode.SIGINT, "stopped by SIGINT (Ctrl-C); long-running commands drain first", ("all",)),
-    ExitCodeInfo(ExitCode.SIGTERM, "stopped by SIGTERM, after draining (hbci-serve drains and returns 0)", ("hbci-run",)),
+    ExitCodeInfo(ExitCode.SIGTERM, "stopped by SIGTERM, after draining (hbci-serve drains and returns 0)",
+                 ("hbci-run",)),
 )
 
 

@@ -36,10 +36,14 @@ def event_state(event: dict, before: dict | None, base_url: str) -> dict:
                      label=event["query"], query_index=event["query_index"], bundle_id=event["bundle_id"],
                      start_time=event.get("wall_time", now), end_time=None, top_score=None, end_reason=None)
     raw = event.get("peak_raw_score") if event["event"] == "end" else event.get("raw_score")
+    # calibrated_score: the score's position in the query's null distribution (the bundle's background gallery);
+    # without a gallery there is none, and the raw score stands in for it (calibration "none" says so).
+    calibrated = event.get("calibrated_score", state.get("calibrated_score"))
+    calibration = event.get("threshold_source", state.get("threshold_source", "global"))
     state.update(score=event.get("score"), raw_score=raw,
-                 # No per-query calibration exists yet: the calibrated score is the raw one (say so).
-                 calibrated_score=raw, calibration="none",
-                 threshold=event.get("threshold"), stream_start=event.get("window_start"),
+                 calibrated_score=raw if calibrated is None else calibrated,
+                 calibration="none" if calibrated is None else "gallery", threshold_source=calibration,
+                 threshold=event.get("threshold", state.get("threshold")), stream_start=event.get("window_start"),
                  stream_end=event.get("window_end"),
                  top_score=max(s for s in (state.get("top_score"), event.get("peak_raw_score"), raw)
                                if s is not None),

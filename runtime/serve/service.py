@@ -100,9 +100,8 @@ class _ServiceSink(Sink):
             if state["id"] in self._ids and state["peak_score"] > published and now - when >= UPDATE_INTERVAL_S:
                 self._peaks[state["id"]] = (state["peak_score"], now)
                 self.event({"event": "update", **state, "score": state["peak_score"],
-                            "raw_score": state["peak_raw_score"], "threshold": monitor.threshold_on,
-                            "time": window.end, "source": self.runner.config.target,
-                            "bundle_id": monitor.bundle_id})
+                            "raw_score": state["peak_raw_score"], "time": window.end,
+                            "source": self.runner.config.target, "bundle_id": monitor.bundle_id})
 
     def event(self, event: dict) -> None:
         name = self.runner.name

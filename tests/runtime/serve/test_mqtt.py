@@ -131,7 +131,10 @@ def test_bridge_against_a_real_broker(tmp_path, runtime_bundle):
         while bridge.connected and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not bridge.connected
-        service.hub.publish(_event("update", score=0.9, raw_score=0.9, peak_raw_score=0.9))
+        update = _event("update", score=0.9, raw_score=0.9, peak_raw_score=0.9, calibrated_score=0.97,
+                        threshold_source="query")
+        del update["threshold"]  # updates carry no threshold: the state keeps the start's
+        service.hub.publish(update)
         service.hub.publish(_event("end", score=0.5, raw_score=0.5, peak_raw_score=0.9, reason="below_threshold"))
         assert [json.loads(p)["type"] for t, p, _ in bridge.queue if t == "hbci/events"] == ["update", "end"]
         broker.start()
@@ -140,6 +143,8 @@ def test_bridge_against_a_real_broker(tmp_path, runtime_bundle):
         assert [e["type"] for e in events] == ["new", "update", "end"]
         update, end = events[1], events[2]
         assert update["before"] == new["after"] and update["after"]["top_score"] == 0.9
+        assert update["after"]["calibrated_score"] == 0.97 and update["after"]["calibration"] == "gallery"
+        assert update["after"]["threshold"] == 0.76
         assert end["before"] == update["after"] and end["after"]["end_reason"] == "below_threshold"
         assert end["after"]["id"] == new["after"]["id"] and end["after"]["end_time"] is not None
         assert bridge.dropped == 0
