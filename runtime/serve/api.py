@@ -46,25 +46,30 @@ class _Guard:
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             return await _reply(send, 413, f"request body over {self.max_body} bytes")
-        seen = 0
-
-        async def limited():
-            nonlocal seen
+        if length is not None:  # within the limit, and the HTTP server holds the client to it
+            return await self.app(scope, receive, send)
+        # A chunked body: read it here up to the limit (the framework would turn a failure while it reads into a
+        # 400), then hand it on in one piece.
+        body = b""
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise _TooLarge()
-            return message
+            if message["type"] != "http.request":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_body:
+                return await _reply(send, 413, f"request body over {self.max_body} bytes")
+            if not message.get("more_body"):
+                break
+        delivered = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _reply(send, 413, f"request body over {self.max_body} bytes")
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _reply(send, status: int, detail: str, headers=()):
@@ -207,13 +212,19 @@ def create_app(service, *, stopping=None):
         async def messages():
             try:
                 yield ": connected\n\n"
+                quiet = 0.0
                 while not (stopping is not None and stopping.is_set()):
                     try:
-                        event = await asyncio.wait_for(queue.get(), timeout=min(SSE_KEEPALIVE_S, 1.0))
+                        event = await asyncio.wait_for(queue.get(), timeout=1.0)
                     except asyncio.TimeoutError:
                         if await request.is_disconnected():
                             return
+                        quiet += 1.0
+                        if quiet >= SSE_KEEPALIVE_S:  # a comment line keeps proxies from closing an idle stream
+                            quiet = 0.0
+                            yield ": keepalive\n\n"
                         continue
+                    quiet = 0.0
                     yield f"event: {event['event']}\nid: {event['event_id']}\ndata: {json.dumps(_finite(event))}\n\n"
             finally:
                 unsubscribe()

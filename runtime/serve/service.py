@@ -179,9 +179,11 @@ class SourceRunner:
                 break
             error = self.pipeline.error
             self.last_error = str(error) if error is not None else "the source ended"
-            # A run that went well for a while starts the backoff again from the beginning.
-            delay = self.config.retry.initial_s if time.monotonic() - began > 4 * self.config.retry.max_s \
-                or (error is None and self.pipeline.monitor.stats.frames) else delay
+            # A run that delivered frames (a file that ended, a camera that ran for a while) starts the backoff
+            # from the beginning; failures in a row double it up to retry.max_s.
+            ran = time.monotonic() - began
+            if self.pipeline.monitor.stats.frames and (error is None or ran > self.config.retry.max_s):
+                delay = self.config.retry.initial_s
             log.warning("source %s is down (%s); retrying in %.1f s", self.name, self.last_error, delay)
             self.next_retry_at = time.monotonic() + delay
             while not self._stopping.wait(min(0.5, max(0.0, self.next_retry_at - time.monotonic()))):

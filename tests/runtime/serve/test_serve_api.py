@@ -62,6 +62,10 @@ def test_queries_roundtrip_and_bad_requests(app):
         too_big = client.post("/queries", content=b"{" + b" " * 70000 + b"}",
                               headers={"content-type": "application/json"})
         assert too_big.status_code == 413
+        chunked = client.post("/queries", content=iter([b'{"text": "', b"a" * 70000, b'"}']),
+                              headers={"content-type": "application/json"})  # no content-length: counted
+        assert chunked.status_code == 413 and "65536" in chunked.json()["detail"]
+        assert client.get("/version").status_code == 200  # and the app is fine afterwards
 
 
 def test_fuzz_finds_no_server_error(app):
@@ -69,7 +73,7 @@ def test_fuzz_finds_no_server_error(app):
     from hypothesis import HealthCheck, settings
 
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, headers={"Authorization": f"Bearer {TOKEN}"})
-    # The SSE stream never ends by itself; it is exercised end to end in test_service.py.
+    # The SSE stream never ends by itself; it is exercised end to end in test_serve_service.py.
     schema = schema.exclude(path="/events/stream")
     failures, calls = [], []
     for operation in schema.get_all_operations():

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.runtime.serve.conftest import free_port
-from tests.runtime.serve.test_mqtt import MOSQUITTO, Broker, Subscriber
+from tests.runtime.serve.test_serve_mqtt import MOSQUITTO, Broker, Subscriber
 
 httpx = pytest.importorskip("httpx")
 
