@@ -101,7 +101,9 @@ class MqttBridge:
             self._unsubscribe()
         self._send(self.topic("available"), "offline", retain=True)
         deadline = time.monotonic() + timeout
-        pending = lambda: self.queue or (self._last_info is not None and not self._last_info.is_published())  # noqa: E731
+        def pending() -> bool:
+            return bool(self.queue) or (self._last_info is not None and not self._last_info.is_published())
+
         while self.connected and pending() and time.monotonic() < deadline:
             time.sleep(0.05)
         self.client.disconnect()

@@ -50,7 +50,8 @@ def test_cli_exit_codes(tmp_path, capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
-        good.write_text(f"sources: [{{name: yard, kind: file, target: a.mp4}}]\nhttp: {{port: {taken.getsockname()[1]}}}\n")
+        port = taken.getsockname()[1]
+        good.write_text(f"sources: [{{name: yard, kind: file, target: a.mp4}}]\nhttp: {{port: {port}}}\n")
         assert main(["--config", str(good), "--check"]) == ExitCode.OK
         assert main(["--config", str(good)]) == ExitCode.SERVICE
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err

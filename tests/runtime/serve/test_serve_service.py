@@ -199,8 +199,8 @@ def test_service_end_to_end(short_video, archive_db, runtime_bundle, tmp_path):
             subscriber.wait(lambda m: m[0] == "hbci/available" and m[1] == "offline")
             messages = subscriber.events()
             assert any(m["type"] == "new" and m["after"]["id"] == start["event_id"] for m in messages)
-            assert {m["after"]["id"] for m in messages if m["type"] == "end" and m["after"]["end_reason"] == "stopped"} \
-                == {e["event_id"] for e in stopped}
+            ended = {m["after"]["id"] for m in messages if m["type"] == "end" and m["after"]["end_reason"] == "stopped"}
+            assert ended == {e["event_id"] for e in stopped}
     finally:
         notify.close()
         if subscriber is not None:
