@@ -166,3 +166,24 @@ def test_temporal_transformer_learns_the_order_of_frames_with_clip_sized_norms()
         accuracy = ((head(temporal(x, torch.ones(512, frames)).mean(1)).squeeze(1) > 0).float() == y).float().mean()
         assert torch.allclose(x.mean(1), x.flip(1).mean(1), atol=1e-5)  # mean pooling alone sees no order
     assert accuracy > 0.9, f"order accuracy {accuracy:.2f}"
+
+
+def test_paired_similarities_are_the_diagonal_of_all_pairs():
+    from hbci.config import ModelConfig
+    from hbci.model import HBCI
+
+    torch.manual_seed(0)
+    for pooling in ("text_guided", "mean"):
+        model = HBCI(ModelConfig(num_frames=4, max_words=16, temporal_layers=1, num_segments=2, num_phrases=2,
+                                 concepts=4, video_pooling=pooling)).eval()
+        frames, mask = torch.randn(3, 4, 3, 32, 32), torch.ones(3, 4)
+        mask[1, 3] = 0
+        ids = torch.randint(1, 1000, (3, 16)).int()
+        words = torch.ones(3, 16)
+        words[:, 10:] = 0
+        with torch.no_grad():
+            text, video = model.encode_text(ids, words), model.encode_video(frames, mask)
+            full, paired = model.level_similarities(text, video), model.level_similarities(text, video, paired=True)
+        assert full.keys() == paired.keys()
+        for level in full:
+            torch.testing.assert_close(paired[level], full[level].diagonal(), rtol=1e-5, atol=1e-6)
