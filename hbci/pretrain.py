@@ -48,12 +48,33 @@ def _region(x: float, y: float) -> str:
 
 
 _REGIONS = tuple(_region(x, y) for y in (0.2, 0.5, 0.8) for x in (0.2, 0.5, 0.8))
+# Other wordings of the same places, as people caption images. CLIP knows "up" and "down" as opposites; a stand-in
+# that saw only "top" and "bottom" starts with "moves up" and "moves down" as one sentence (cosine 0.999 of their
+# embeddings), which nothing in video training can pull apart (see the README's reading of the ablation).
+_ROW_WORDING = {"top": ("up at the top", "high up"), "bottom": ("down at the bottom", "low down")}
+_COL_WORDING = {"left": ("to the left",), "right": ("to the right",)}
 
 
-def still_caption(spec, state: np.ndarray, rng: np.random.Generator) -> str:
+def _worded_region(x: float, y: float, rng: np.random.Generator) -> str:
+    """`_region`'s place, half the time in other words ("up at the top left", "low down", "to the right")."""
+    canonical = _region(x, y)
+    if rng.random() < 0.5:
+        return canonical
+    col = "left" if x < 0.4 else "right" if x > 0.6 else ""
+    row = "top" if y < 0.4 else "bottom" if y > 0.6 else ""
+    if row:
+        phrase = _ROW_WORDING[row][int(rng.integers(len(_ROW_WORDING[row])))]
+        if not col:
+            return phrase
+        return f"{phrase} {col}" if phrase.endswith(row) else f"{phrase} on the {col}"
+    return _COL_WORDING[col][0] if col else canonical
+
+
+def still_caption(spec, state: np.ndarray, rng: np.random.Generator, worded: bool = False) -> str:
     """What one frame shows: every visible object with its size, faintness and position, in random order.
 
-    state: [objects, 4] = (x, y, scale, alpha) of `hbci.synth.clip_states` at one frame.
+    state: [objects, 4] = (x, y, scale, alpha) of `hbci.synth.clip_states` at one frame. worded: places in varied
+    words (`_worded_region`), as the training stills have them; otherwise the nine canonical phrases.
     """
     from hbci.synth import SHAPE_WORDS
 
@@ -64,7 +85,8 @@ def still_caption(spec, state: np.ndarray, rng: np.random.Generator) -> str:
         words = SHAPE_WORDS[obj.shape]
         size = "small " if scale < 0.8 * obj.scale else ""
         faint = "faint " if alpha < 0.6 else ""
-        parts.append(f"a {faint}{size}{obj.colour} {words[rng.integers(len(words))]} {_region(x, y)}")
+        place = _worded_region(x, y, rng) if worded else _region(x, y)
+        parts.append(f"a {faint}{size}{obj.colour} {words[rng.integers(len(words))]} {place}")
     if not parts:
         return "an empty black frame" if spec.look.background == "black" else "an empty frame"
     rng.shuffle(parts)
@@ -84,7 +106,7 @@ def _stills_chunk(args) -> tuple[np.ndarray, list[str]]:
         states = clip_states(spec, _CLIP_FRAMES)
         for t in rng.choice(_CLIP_FRAMES, per_scene, replace=False):
             images.append(frames[t])
-            captions.append(still_caption(spec, states[t], rng))
+            captions.append(still_caption(spec, states[t], rng, worded=True))
     return resize_center_crop(np.stack(images), image_size), captions
 
 

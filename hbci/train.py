@@ -286,8 +286,11 @@ def _end_epoch(run: _Run, epoch: int, val_clips: ClipSet | None, log) -> dict | 
     cfg, model = run.config.train, run.model
     record, val_result = {"kind": "epoch", "epoch": epoch + 1, "train_seconds": round(run.elapsed, 1)}, None
     if val_clips is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-        val_result = evaluate(model, val_clips, cfg.eval_batch_size)
+        data = run.config.data
+        val_result = evaluate(model, val_clips, cfg.eval_batch_size, synth_meta(data, data.val_split), data.root)
         record["val_t2v"], record["val_v2t"] = val_result["t2v"], val_result["v2t"]
+        if "variants" in val_result:
+            record["val_variants"] = {k: v["accuracy"] for k, v in val_result["variants"].items()}
         log(f"epoch {epoch + 1}: val t2v {format_metrics(val_result['t2v'])} | "
             f"v2t {format_metrics(val_result['v2t'])} ({run.elapsed:.0f}s)")
         score = val_result["t2v"]["R@1"] + val_result["v2t"]["R@1"]

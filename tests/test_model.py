@@ -187,3 +187,28 @@ def test_paired_similarities_are_the_diagonal_of_all_pairs():
         assert full.keys() == paired.keys()
         for level in full:
             torch.testing.assert_close(paired[level], full[level].diagonal(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_trend_path_makes_order_visible_from_the_start():
+    """time_trend against a naive weighted sum; with temporal_trend a fresh model already scores a clip and its
+    reversal differently (without it, a fresh model cannot: the transformer's path starts as the identity)."""
+    from hbci.layers import time_trend
+
+    x = torch.randn(2, 5, 3)
+    mask = torch.tensor([[1.0, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    for b, n in ((0, 5), (1, 3)):
+        c = torch.arange(n, dtype=torch.float32) - (n - 1) / 2
+        naive = (c[:, None] * x[b, :n]).sum(0) / c.abs().sum()
+        torch.testing.assert_close(time_trend(x, mask)[b], naive)
+    torch.testing.assert_close(time_trend(x[:, :1], mask[:, :1]), torch.zeros(2, 3))
+    frames, frame_mask = torch.randn(2, 4, 3, 32, 32), torch.ones(2, 4)
+    ids, words = torch.randint(1, 1000, (2, 16)).int(), torch.ones(2, 16)
+    for trend, differs in ((False, False), (True, True)):
+        torch.manual_seed(0)
+        model = HBCI(ModelConfig(num_frames=4, max_words=16, temporal_layers=1, num_segments=2, num_phrases=2,
+                                 concepts=4, temporal_trend=trend)).eval()
+        with torch.no_grad():
+            text = model.encode_text(ids, words)
+            forward = model.score(text, model.encode_video(frames, frame_mask))
+            backward = model.score(text, model.encode_video(frames.flip(1), frame_mask))
+        assert bool((forward - backward).abs().max() > 1e-4) == differs

@@ -21,7 +21,7 @@ _MARGIN_PX = 2  # room around the frame for camera shake (look.camera_offsets ne
 
 def object_colour(colour: str, tint: tuple[int, int, int]) -> tuple[int, int, int]:
     """A colour name's RGB with an object's jitter added, clipped to [0, 255]."""
-    return tuple(int(np.clip(c + t, 0, 255)) for c, t in zip(COLOURS[colour], tint))
+    return tuple(min(255, max(0, int(c) + int(t))) for c, t in zip(COLOURS[colour], tint))
 
 
 def _draw(img: np.ndarray, shape: str, cx: float, cy: float, side: float, colour, angle: float = 0.0) -> None:
@@ -53,6 +53,7 @@ def render_clip(spec: ClipSpec, frames: int, size: int) -> np.ndarray:
     side = size + 2 * margin
     backdrop = background(spec.look, side)
     canvas = np.empty((side, side, 3), np.uint8)
+    colours = [object_colour(o.colour, o.tint) for o in spec.objects]
     out = np.empty((frames, size, size, 3), dtype=np.uint8)
     for t in range(frames):
         canvas[:] = backdrop  # cv2 draws into the canvas in place
@@ -61,7 +62,7 @@ def render_clip(spec: ClipSpec, frames: int, size: int) -> np.ndarray:
             if alpha <= 0.0:
                 continue
             geometry = (o.shape, x * size - 0.5 + margin, y * size - 0.5 + margin, scale * size)
-            colour = object_colour(o.colour, o.tint)
+            colour = colours[j]
             if alpha >= 1.0:  # opaque: cv2's own anti-aliased blend, much cheaper than compositing in numpy
                 _draw(canvas, *geometry, colour, o.angle)
                 continue
