@@ -24,11 +24,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from hbci.runtime.alerts import alerts_from_events, match_alerts
+from hbci.runtime.bundle import default_thresholds, load_bundle, resolve_thresholds
 from hbci.runtime.demo import BUNDLE_DIR, known_clip, occurrences
+from hbci.runtime.events import EventTracker
 from hbci.runtime.monitor import DEFAULT_SMOOTHING, DEFAULT_STRIDE, DEFAULT_WINDOW, Monitor
 from hbci.runtime.retriever import Retriever
 from hbci.runtime.sources import open_source
@@ -65,53 +68,49 @@ def stream_case(folder: Path, seed: int, index: int, clips: int, fps: float, siz
     return path, known, queries
 
 
-class ReplayRetriever:
-    """Stands in for a Retriever on a second pass: the same windows get the scores recorded on the first pass,
-    so thresholds can be swept without encoding anything again (the Monitor's own event logic runs)."""
-
-    def __init__(self, retriever: Retriever, scores: np.ndarray):
-        self.bundle, self.bundle_id, self._scores, self._next = retriever.bundle, retriever.bundle_id, scores, 0
-
-    def encode_text(self, texts):
-        return {}
-
-    def encode_video(self, frames, mask):
-        first, self._next = self._next, self._next + len(frames)
-        return {"windows": np.arange(first, self._next)}
-
-    def score(self, text, video):
-        return self._scores[:, video["windows"]]
-
-
 def record_streams(retriever: Retriever, folder: Path, streams: int, seed: int, clips: int, window: float,
                    stride: float, fps: float = 8.0, size: int = 64, log=print) -> list[dict]:
-    """Render the streams and score every window against every query once."""
+    """Render the streams and score every window against every query once (through the monitor, as live)."""
     cases = []
     for index in range(streams):
         path, known, queries = stream_case(folder, seed, index, clips, fps, size)
         monitor = Monitor(retriever, [q for q, _ in queries], window=window, stride=stride, threshold_on=1e9)
-        rows = []
+        spans, rows = [], []
+
+        def record(w) -> None:
+            spans.append((w.start, w.end))
+            rows.append(monitor.raw_scores.astype(np.float32))
+
         with open_source("file", path) as source:
-            for _ in monitor.run(source, on_window=lambda w: rows.append(monitor.raw_scores.copy())):
+            for _ in monitor.run(source, on_window=record):
                 pass
-        cases.append({"path": path, "known": known, "queries": queries, "scores": np.stack(rows, axis=1),
-                      "stats": monitor.stats.summary()})
+        cases.append({"path": path, "known": known, "queries": queries, "spans": spans,
+                      "scores": np.stack(rows, axis=1), "stats": monitor.stats.summary()})
         log(f"stream {index + 1}/{streams}: {len(known)} clips, {len(queries)} queries, {len(rows)} windows")
     return cases
+
+
+def replay(case: dict, threshold_on: float, threshold_off: float, smoothing: float, bundle_id: str) -> list[dict]:
+    """The events the monitor would raise on a recorded stream at these settings (its own event logic, fed the
+    recorded scores: nothing is encoded again)."""
+    tracker = EventTracker(threshold_on=threshold_on, threshold_off=threshold_off, smoothing=smoothing,
+                           bundle_id=bundle_id, source=str(case["path"]))
+    for query, _ in case["queries"]:
+        tracker.add(query)
+    events = []
+    for (start, end), raw in zip(case["spans"], case["scores"].T):
+        events += tracker.update(SimpleNamespace(start=start, end=end), raw)
+    return events + tracker.finish("stream_end")
 
 
 def evaluate(retriever: Retriever, cases: list[dict], window: float, stride: float, smoothing: float,
              threshold_on: float | None, threshold_off: float | None) -> dict:
     """Alert precision / recall over recorded streams at one setting."""
+    on, off = resolve_thresholds(retriever.bundle.thresholds, threshold_on, threshold_off, retriever.bundle_id)
     totals = {k: {"tp": 0, "fp": 0, "ignored": 0, "found": 0, "occurrences": 0, "queries": 0} for k in KINDS}
     for case in cases:
-        queries = case["queries"]
-        monitor = Monitor(ReplayRetriever(retriever, case["scores"]), [q for q, _ in queries], window=window,
-                          stride=stride, smoothing=smoothing, threshold_on=threshold_on,
-                          threshold_off=threshold_off)
-        with open_source("file", case["path"]) as source:
-            alerts = alerts_from_events(list(monitor.run(source)))
-        for text, kind in queries:
+        alerts = alerts_from_events(replay(case, on, off, smoothing, retriever.bundle_id))
+        for text, kind in case["queries"]:
             truths, ambiguous = occurrences(text, case["known"])
             result = match_alerts(alerts.get(text, []), truths, window / 2, ambiguous)
             for key, value in result.items():
@@ -124,8 +123,8 @@ def evaluate(retriever: Retriever, cases: list[dict], window: float, stride: flo
     precision = tp / max(tp + fp, 1)
     recall = found / max(occurrences_, 1)
     easy_fp = totals["positive"]["fp"] + totals["unrelated"]["fp"]
-    return {"window": window, "stride": stride, "smoothing": smoothing, "threshold_on": monitor.threshold_on,
-            "threshold_off": monitor.threshold_off, "precision": precision, "recall": recall,
+    return {"window": window, "stride": stride, "smoothing": smoothing, "threshold_on": on,
+            "threshold_off": off, "precision": precision, "recall": recall,
             "precision_without_hard_negatives": tp / max(tp + easy_fp, 1),
             "f1": 2 * precision * recall / max(precision + recall, 1e-12), "tp": tp, "fp": fp,
             "ignored": sum(t["ignored"] for t in totals.values()), "by_kind": totals}
@@ -159,9 +158,6 @@ def main(argv=None) -> int:
                          "recorded scores; off keeps the calibrated gap below on)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
-
-    from hbci.runtime.bundle import load_bundle
-    from hbci.runtime.monitor import default_thresholds
 
     precisions = load_bundle(args.bundle, verify_hashes=False).precisions
     precision = args.precision or ("fp32" if "fp32" in precisions else precisions[0])

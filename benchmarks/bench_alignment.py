@@ -9,7 +9,7 @@ span, sampled at segment centres (as `hbci.runtime.monitor` samples), resized an
 and scored by `Retriever` on the exported bundle against the clip's caption. Per offset it prints:
 
 * mean score, and mean score relative to aligned (ratio of the means);
-* the share of events whose score is at or above the bundle's global threshold (score_stats.threshold.on);
+* the share of events whose score is at or above the bundle's global threshold (its manifest's thresholds.on);
 * the share at or above a per-query threshold set from that query's negatives at a 1% false-alarm rate: the 99th
   percentile of the query's scores on every window (all offsets) of every other clip that does not overlap its
   own clip. A measurement of what per-query calibration could reach, not the runtime's feature. No torch.
@@ -78,7 +78,7 @@ def alignment_curve(retriever: Retriever, stream: Path, clips: list[tuple[float,
     overlaps = (win_start[None] < starts[:, None, None] + window) & (win_start[None] + window > starts[:, None, None])
     negatives = np.where(overlaps, np.nan, scores)
     per_query = np.nanquantile(negatives.reshape(n, -1), 1 - far, axis=1)
-    threshold = (bundle.manifest.get("score_stats") or {}).get("threshold", {}).get("on")
+    threshold = bundle.thresholds.on if bundle.thresholds is not None else None
     aligned = own[:, list(offsets).index(0.0)]
     rows = []
     for j, o in enumerate(offsets):

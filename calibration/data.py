@@ -1,6 +1,6 @@
 """Calibration and held-out clips for INT8: real videos decoded and preprocessed exactly as the runtime does.
 
-Frames come from `hbci.runtime.video.load_clip` and `normalize` with the bundle's T, image size, mean and std:
+Frames come from `hbci.runtime.video.load_clip` and `preprocess` with the bundle's T, image size, mean and std:
 the same two calls `Retriever.load_video` and `Retriever.preprocess` make (a test checks the feeds are
 bit-identical to the retriever's). No re-implementation, no torch.
 
@@ -29,13 +29,14 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from hbci.runtime.bundle import Bundle
+from hbci.runtime.bundle import TEXT_INPUTS, VIDEO_INPUTS, Bundle
 from hbci.runtime.errors import DatasetError, VideoError
-from hbci.runtime.video import load_clip, normalize, resize_center_crop
+from hbci.runtime.video import load_clip
+from hbci.runtime.video import preprocess as video_preprocess
 
 __all__ = ["VIDEO_EXTENSIONS", "DEFAULT_CLIPS", "DEFAULT_HISTOGRAM_CLIPS", "MAX_HISTOGRAM_CLIPS",
-           "HISTOGRAM_ROUND", "CalibrationDataError", "ClipSet", "CalibrationReader", "find_videos", "video_paths",
-           "spread", "load_clips", "preprocess", "default_clip_count"]
+           "HISTOGRAM_ROUND", "DEFAULT_CAPTIONS", "CalibrationDataError", "ClipSet", "CaptionSet", "CalibrationReader", "find_videos", "video_paths",
+           "spread", "load_clips", "calibration_captions", "preprocess", "default_clip_count"]
 
 log = logging.getLogger("hbci")
 
@@ -45,6 +46,7 @@ DEFAULT_CLIPS = 64
 DEFAULT_HISTOGRAM_CLIPS = 16
 MAX_HISTOGRAM_CLIPS = 32
 HISTOGRAM_ROUND = 8
+DEFAULT_CAPTIONS = 256  # text-encoder calibration sentences (MinMax: memory does not grow with the count)
 
 
 class CalibrationDataError(DatasetError):
@@ -95,10 +97,10 @@ def spread(n: int, k: int) -> list[int]:
 
 
 def preprocess(frames: np.ndarray, bundle: Bundle) -> np.ndarray:
-    """uint8 [B, T, S, S, 3] -> float32 [B, T, 3, S, S]: `Retriever.preprocess` applied per clip."""
+    """uint8 [B, T, S, S, 3] -> float32 [B, T, 3, S, S]: the runtime's preprocessing (`Retriever.preprocess`)
+    applied per clip."""
     b, t = frames.shape[:2]
-    flat = frames.reshape(b * t, *frames.shape[2:])
-    pixels = normalize(resize_center_crop(flat, bundle.image_size), bundle.mean, bundle.std)
+    pixels = video_preprocess(frames.reshape(b * t, *frames.shape[2:]), bundle.image_size, bundle.mean, bundle.std)
     return pixels.reshape(b, t, *pixels.shape[1:])
 
 
@@ -120,8 +122,8 @@ class ClipSet:
         end = len(self) if end is None else min(end, len(self))
         for i in range(start, end, batch):
             j = min(i + batch, end)
-            yield {"frames": preprocess(self.frames[i:j], self.bundle),
-                   "frame_mask": self.masks[i:j].astype(np.float32)}
+            yield dict(zip(VIDEO_INPUTS, (preprocess(self.frames[i:j], self.bundle),
+                                          self.masks[i:j].astype(np.float32))))
 
 
 def load_clips(paths: Sequence[Path], bundle: Bundle, max_clips: int | None = None, source: str | Path = "",
@@ -159,14 +161,44 @@ def load_clips(paths: Sequence[Path], bundle: Bundle, max_clips: int | None = No
     return ClipSet(bundle, kept, np.stack(frames), np.stack(masks), skipped)
 
 
+@dataclass
+class CaptionSet:
+    """Captions that calibrate the text encoder, tokenized as the runtime tokenizes queries."""
+
+    bundle: Bundle
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def feeds(self, batch: int = 16, start: int = 0, end: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """Text-encoder feeds {"token_ids": int32 [b, L], "token_mask": float32 [b, L]}."""
+        from hbci.runtime.tokenizer import ClipTokenizer
+
+        tokenizer = ClipTokenizer.from_file(self.bundle.tokenizer_path, self.bundle.max_words)
+        end = len(self) if end is None else min(end, len(self))
+        for i in range(start, end, batch):
+            ids, mask = tokenizer(self.texts[i:min(i + batch, end)])
+            yield dict(zip(TEXT_INPUTS, (np.asarray(ids, np.int32), np.asarray(mask, np.float32))))
+
+
+def calibration_captions(bundle: Bundle, texts: Sequence[str], max_captions: int = DEFAULT_CAPTIONS) -> CaptionSet:
+    """Up to `max_captions` distinct captions of `texts`, evenly spread over them."""
+    distinct = list(dict.fromkeys(t for t in texts if t and t.strip()))
+    if not distinct:
+        raise CalibrationDataError("no captions to calibrate the text encoder with")
+    count = min(len(distinct), max_captions)
+    return CaptionSet(bundle, [distinct[i] for i in spread(len(distinct), count)[:count]])
+
+
 class CalibrationReader:
-    """ONNX Runtime's CalibrationDataReader protocol over a ClipSet: one feed per `batch` clips.
+    """ONNX Runtime's CalibrationDataReader protocol over a ClipSet or a CaptionSet: one feed per `batch` items.
 
     `set_range` and `__len__` let `quantize_static` collect in rounds (its CalibStridedMinMax option), which is
     how the histogram calibrators are kept to a bounded number of clips in memory.
     """
 
-    def __init__(self, clips: ClipSet, batch: int = 1):
+    def __init__(self, clips: ClipSet | CaptionSet, batch: int = 1):
         self.clips, self.batch = clips, batch
         self._start, self._end = 0, len(clips)
         self._it: Iterator | None = None

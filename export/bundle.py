@@ -8,43 +8,32 @@ metrics through the runtime path plus the negative/positive pair score statistic
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from hbci.checkpoint import load_model, tool_versions
-from hbci.export.engines import PROFILES
-from hbci.export.graphs import GRAPHS, example_inputs, export_graph, scorer_input_names
+from hbci.export.graphs import example_inputs, export_graph, graph_outputs, scorer_input_names
 from hbci.export.precision import FP32_OPS, convert_to_fp16
 from hbci.export.tokenizer_json import build_tokenizer_json
 from hbci.model import HBCI
-from hbci.runtime.bundle import FORMAT_VERSION, atomic_write_bytes, load_bundle, sha256_file, write_manifest
+from hbci.runtime.bundle import (BCI_SCORER, GOLDEN_FILE, GOLDEN_TOLERANCE, GRAPHS, PROFILES, TOKENIZER_FILE, Golden,
+                                 Manifest, ScorerInputs, Validation, graph_file, load_bundle, score_statistics,
+                                 sha256_file, write_manifest)
 from hbci.runtime.errors import BundleError
 from hbci.runtime.video import CLIP_MEAN, CLIP_STD
 
-__all__ = ["build_bundle", "PRECISIONS", "GOLDEN_TOLERANCE", "score_statistics"]
+__all__ = ["build_bundle", "PRECISIONS"]
 
 PRECISIONS = ("fp32", "fp16")
-# Max abs difference the runtime's self-check accepts against the FP32 torch outputs.
-GOLDEN_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2, "int8": 0.25}
 VALIDATION_BATCHES = (1, 3)  # the graphs are traced at batch 2
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _graph_outputs(model: HBCI, graph: str, inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    from hbci.export.graphs import _wrapper
-
-    wrapper, names = _wrapper(model, graph)
-    with torch.no_grad():
-        values = wrapper(*inputs.values())
-    return {n: v.numpy() for n, v in zip(names, values)}
 
 
 def _validate_graph(model: HBCI, graph: str, path: Path, precision: str) -> dict:
@@ -55,52 +44,22 @@ def _validate_graph(model: HBCI, graph: str, path: Path, precision: str) -> dict
     result = {}
     for batch in VALIDATION_BATCHES:
         inputs = example_inputs(model, batch=batch, seed=10 + batch)[graph]
-        if graph == "bci_scorer":  # Nt != Nv, so a swapped axis cannot pass
+        if graph == BCI_SCORER:  # Nt != Nv, so a swapped axis cannot pass
             text_names, _ = scorer_input_names(model)
             other = example_inputs(model, batch=batch + 2, seed=20 + batch)[graph]
             inputs = {n: (v if n in text_names else other[n]) for n, v in inputs.items()}
-        expected = _graph_outputs(model, graph, inputs)
+        expected = graph_outputs(model, graph, inputs)
         got = backend.run({n: v.numpy() for n, v in inputs.items()})
         result[str(batch)] = max(float(np.abs(got[n] - expected[n]).max()) for n in expected)
     return result
 
 
-def score_statistics(scores: np.ndarray, owners: np.ndarray) -> dict:
-    """Statistics of matched and unmatched (caption, video) scores on a held-out set, and the threshold pair
-    the live monitor defaults to: `on` is the score that best separates them (max F1 of matched vs unmatched
-    pairs), `off` sits halfway back toward the negatives' 99th percentile, giving hysteresis."""
-    positive_mask = np.zeros(scores.shape, bool)
-    positive_mask[np.arange(len(owners)), owners] = True
-    positives, negatives = scores[positive_mask], scores[~positive_mask]
-
-    def describe(x):
-        q = np.quantile(x, [0.01, 0.05, 0.5, 0.95, 0.99, 0.999])
-        return {"n": int(x.size), "mean": float(x.mean()), "std": float(x.std()),
-                **{f"p{p}": float(v) for p, v in zip(("1", "5", "50", "95", "99", "99.9"), q)}}
-
-    candidates = np.unique(np.quantile(np.concatenate([positives, negatives]), np.linspace(0.5, 0.9999, 400)))
-    best, best_f1 = float(candidates[-1]), -1.0
-    for threshold in candidates:
-        tp = float((positives >= threshold).sum())
-        fp = float((negatives >= threshold).sum())
-        fn = float(positives.size - tp)
-        f1 = 2 * tp / max(2 * tp + fp + fn, 1)
-        if f1 > best_f1:
-            best, best_f1 = float(threshold), f1
-    negative_p99 = float(np.quantile(negatives, 0.99))
-    off = best - 0.5 * max(best - negative_p99, 0.0)
-    return {"positive": describe(positives), "negative": describe(negatives),
-            "threshold": {"on": best, "off": off, "f1": best_f1}}
-
-
 def _write_golden(model: HBCI, path: Path) -> None:
-    arrays = {}
-    for graph, inputs in example_inputs(model, batch=2, seed=0).items():
-        arrays |= {f"{graph}/in/{n}": v.numpy() for n, v in inputs.items()}
-        arrays |= {f"{graph}/out/{n}": v for n, v in _graph_outputs(model, graph, inputs).items()}
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
+    inputs, outputs = {}, {}
+    for graph, graph_inputs in example_inputs(model, batch=2, seed=0).items():
+        inputs[graph] = {n: v.numpy() for n, v in graph_inputs.items()}
+        outputs[graph] = graph_outputs(model, graph, graph_inputs)
+    Golden(inputs, outputs).save(path)
 
 
 def _export_atomic(model: HBCI, graph: str, path: Path) -> None:
@@ -115,11 +74,12 @@ def _up_to_date(root: Path, source: dict) -> dict | None:
         bundle = load_bundle(root)
     except BundleError:
         return None
-    return bundle.manifest if bundle.manifest.get("source") == source else None
+    return bundle.manifest if bundle.manifest.source == source else None
 
 
 def build_bundle(checkpoint: str | Path, out: str | Path, precisions: tuple[str, ...] = PRECISIONS,
-                 data: str | None = None, dataset: str = "csv", split: str = "val", force: bool = False) -> dict:
+                 data: str | None = None, dataset: str = "csv", split: str = "val",
+                 force: bool = False) -> Manifest:
     """Build (or bring up to date) the bundle in `out`; return its manifest."""
     from hbci.runtime.video import load_clip  # noqa: F401  (fail early if OpenCV is missing)
 
@@ -132,17 +92,17 @@ def build_bundle(checkpoint: str | Path, out: str | Path, precisions: tuple[str,
               "data": data, "dataset": dataset, "split": split}
     existing = None if force else _up_to_date(out, source)
     if existing is not None:
-        _log(f"bundle {out} is up to date (bundle id {existing['bundle_id']}); nothing to do")
+        _log(f"bundle {out} is up to date (bundle id {existing.bundle_id}); nothing to do")
         return existing
 
     model, config, payload = load_model(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     graphs: dict[str, dict[str, str]] = {}
-    validation: dict = {"max_abs_diff_vs_torch": {}}
+    max_abs_diff: dict[str, dict] = {}
     for precision in ["fp32"] + [p for p in precisions if p != "fp32"]:
         graphs[precision] = {}
         for graph in GRAPHS:
-            rel = f"{precision}/{graph}.onnx"
+            rel = graph_file(graph, precision)
             path = out / rel
             _log(f"[{precision}] {graph}: exporting")
             if precision == "fp32":
@@ -153,29 +113,27 @@ def build_bundle(checkpoint: str | Path, out: str | Path, precisions: tuple[str,
                 tmp.replace(path)
             graphs[precision][graph] = rel
             diff = _validate_graph(model, graph, path, precision)
-            validation["max_abs_diff_vs_torch"].setdefault(precision, {})[graph] = diff
+            max_abs_diff.setdefault(precision, {})[graph] = diff
             _log(f"[{precision}] {graph}: max |onnxruntime - torch| = {max(diff.values()):.2e} at batch sizes "
                  f"{', '.join(diff)}")
     graphs = {p: g for p, g in graphs.items() if p in precisions}
 
-    build_tokenizer_json(out / "tokenizer.json")
-    _write_golden(model, out / "golden.npz")
+    build_tokenizer_json(out / TOKENIZER_FILE)
+    _write_golden(model, out / GOLDEN_FILE)
     cfg = config.model
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "model_config": json.loads(json.dumps(payload["config"]["model"])),
-        "num_frames": cfg.num_frames, "max_words": cfg.max_words, "image_size": model.image_size,
-        "embed_dim": model.embed_dim, "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
-        "precisions": sorted(graphs), "graphs": graphs, "tokenizer": "tokenizer.json", "golden": "golden.npz",
-        "golden_tolerance": GOLDEN_TOLERANCE, "profiles": PROFILES,
-        "scorer_inputs": dict(zip(("text", "video"), scorer_input_names(model))), "fp32_ops_in_fp16": list(FP32_OPS),
-        "tools": tool_versions() | _onnx_versions(), "source": source, "validation": validation,
-        "checkpoint_versions": payload.get("versions", {}),
-    }
+    manifest = Manifest(
+        num_frames=cfg.num_frames, max_words=cfg.max_words, image_size=model.image_size, mean=CLIP_MEAN,
+        std=CLIP_STD, graphs=graphs, tokenizer=TOKENIZER_FILE, golden=GOLDEN_FILE, precisions=tuple(sorted(graphs)),
+        embed_dim=model.embed_dim, model_config=json.loads(json.dumps(payload["config"]["model"])),
+        golden_tolerance=GOLDEN_TOLERANCE, profiles=PROFILES, scorer_inputs=ScorerInputs(*scorer_input_names(model)),
+        fp32_ops_in_fp16=FP32_OPS, tools=tool_versions() | _onnx_versions(), source=source,
+        validation=Validation(max_abs_diff_vs_torch=max_abs_diff), checkpoint_versions=payload.get("versions", {}),
+        # The FP32 graphs define the model (and the bundle id), even when only FP16 graphs are kept.
+        model_precision="fp32", model_graphs={g: sha256_file(out / graph_file(g, "fp32")) for g in GRAPHS})
     manifest = write_manifest(out, manifest)
     if data:
         manifest = _validate_retrieval(model, out, manifest, data, dataset, split)
-    _log(f"bundle written to {out} (bundle id {manifest['bundle_id']})")
+    _log(f"bundle written to {out} (bundle id {manifest.bundle_id})")
     return manifest
 
 
@@ -186,7 +144,8 @@ def _onnx_versions() -> dict[str, str]:
     return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
 
 
-def _validate_retrieval(model: HBCI, out: Path, manifest: dict, data: str, dataset: str, split: str) -> dict:
+def _validate_retrieval(model: HBCI, out: Path, manifest: Manifest, data: str, dataset: str,
+                        split: str) -> Manifest:
     """Retrieval on a held-out split: torch against every precision through the runtime path, and the score
     statistics for thresholds (from the FP32 graphs, which the other precisions are gated against)."""
     from hbci.config import DataConfig
@@ -200,7 +159,8 @@ def _validate_retrieval(model: HBCI, out: Path, manifest: dict, data: str, datas
     torch_scores, _ = score_all(model, encode_texts(model, texts), encode_videos(model, clips))
     retrieval = {"split": f"{dataset}:{data}:{split}", "n_videos": len(clips), "n_captions": len(texts),
                  "torch": multi_caption_metrics(torch_scores, owners)}
-    for precision in manifest["graphs"]:
+    score_stats = None
+    for precision in manifest.graphs:
         runtime = Retriever.load(out, backend="onnxruntime-cpu", precision=precision)
         scores = runtime.score(runtime.encode_text(texts), runtime.encode_video(clips.frames, clips.masks))
         retrieval[precision] = multi_caption_metrics(scores, owners)
@@ -208,6 +168,6 @@ def _validate_retrieval(model: HBCI, out: Path, manifest: dict, data: str, datas
         _log(f"[{precision}] retrieval on {split}: t2v R@1 {retrieval[precision]['t2v']['R@1']:.1f} "
              f"(torch {retrieval['torch']['t2v']['R@1']:.1f})")
         if precision == "fp32":
-            manifest["score_stats"] = score_statistics(scores, owners)
-    manifest["validation"]["retrieval"] = retrieval
-    return write_manifest(out, manifest)
+            score_stats = score_statistics(scores, owners)
+    validation = dataclasses.replace(manifest.validation, retrieval=retrieval)
+    return write_manifest(out, dataclasses.replace(manifest, score_stats=score_stats, validation=validation))

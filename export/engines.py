@@ -15,22 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from hbci.runtime.bundle import Bundle, atomic_write_bytes, sha256_file
-from hbci.runtime.errors import BundleError
+from hbci.runtime.bundle import (BCI_SCORER, ENGINE_DIR, GRAPHS, PROFILES, Bundle, atomic_write_bytes, engine_file,
+                                 sha256_file, timing_cache_file)
+from hbci.runtime.errors import BundleError, EnginesUnavailable
 
 __all__ = ["PROFILES", "EngineSkipped", "tensorrt_status", "engine_name", "input_shapes", "trtexec_commands",
            "build_engines"]
 
-# (min, opt, max) of each dynamic axis; the runtime chunks its calls so it never exceeds max.
-PROFILES = {
-    "video_encoder": {"batch": (1, 8, 32)},
-    "text_encoder": {"batch": (1, 16, 64)},
-    "bci_scorer": {"num_texts": (1, 4, 16), "num_videos": (1, 256, 256)},
-}
 WORKSPACE_BYTES = 2 << 30
 
 
-class EngineSkipped(Exception):
+class EngineSkipped(EnginesUnavailable):
     """TensorRT or a GPU is not available here: engines are skipped and the reason is reported."""
 
 
@@ -59,21 +54,21 @@ def tensorrt_status() -> TensorRTInfo:
 
 
 def engine_name(graph: str, precision: str, onnx_sha256: str, info: TensorRTInfo) -> str:
-    return f"{graph}.{precision}.{onnx_sha256[:12]}.trt{info.version}.sm{info.sm}.engine"
+    """The engine's file name (inside the bundle's engine folder; see `hbci.runtime.bundle.engine_file`)."""
+    return Path(engine_file(graph, precision, onnx_sha256, info.version, info.sm)).name
 
 
 def input_shapes(bundle: Bundle, graph: str) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """(min, opt, max) shape of every input of a graph, from the golden inputs and the profiles."""
-    with np.load(bundle.golden_path) as golden:
-        prefix = f"{graph}/in/"
-        shapes = {k[len(prefix):]: golden[k].shape for k in golden.files if k.startswith(prefix)}
-    text_inputs = set(bundle.manifest["scorer_inputs"]["text"])
+    """(min, opt, max) shape of every input of a graph, from the golden inputs and the manifest's profiles."""
+    shapes = {name: value.shape for name, value in bundle.golden().inputs[graph].items()}
+    text_inputs = set(bundle.manifest.scorer_inputs.text)
+    profiles = bundle.manifest.profiles or PROFILES
     result = {}
     for name, shape in shapes.items():
-        if graph == "bci_scorer":
-            axis = PROFILES[graph]["num_texts" if name in text_inputs else "num_videos"]
+        if graph == BCI_SCORER:
+            axis = profiles[graph]["num_texts" if name in text_inputs else "num_videos"]
         else:
-            axis = PROFILES[graph]["batch"]
+            axis = profiles[graph]["batch"]
         result[name] = tuple((n, *shape[1:]) for n in axis)
     return result
 
@@ -81,15 +76,15 @@ def input_shapes(bundle: Bundle, graph: str) -> dict[str, tuple[tuple[int, ...],
 def trtexec_commands(bundle: Bundle, precision: str) -> list[str]:
     """Equivalent trtexec command lines, for people who build engines by hand."""
     commands = []
-    for graph in ("video_encoder", "text_encoder", "bci_scorer"):
+    for graph in GRAPHS:
         shapes = input_shapes(bundle, graph)
         spec = [",".join(f"{n}:{'x'.join(map(str, s[i]))}" for n, s in shapes.items()) for i in range(3)]
         onnx_path = bundle.graph_path(graph, precision)
         commands.append(shlex.join([
             "trtexec", f"--onnx={onnx_path}", "--stronglyTyped", f"--minShapes={spec[0]}",
             f"--optShapes={spec[1]}", f"--maxShapes={spec[2]}", f"--memPoolSize=workspace:{WORKSPACE_BYTES >> 20}M",
-            f"--timingCacheFile={bundle.root / 'engines' / 'timing.cache'}",
-            f"--saveEngine={bundle.root / 'engines' / f'{graph}.{precision}.engine'}"]))
+            f"--timingCacheFile={bundle.root / ENGINE_DIR / 'timing.cache'}",
+            f"--saveEngine={bundle.root / ENGINE_DIR / f'{graph}.{precision}.engine'}"]))
     return commands
 
 
@@ -129,23 +124,22 @@ def build_engines(bundle: Bundle, precisions: list[str], log=print) -> dict[str,
     from hbci.runtime.backends import OrtBackend, TensorRTBackend
 
     info = tensorrt_status()
-    folder = bundle.root / "engines"
-    folder.mkdir(exist_ok=True)
+    (bundle.root / ENGINE_DIR).mkdir(exist_ok=True)
     built: dict[str, dict[str, str]] = {}
-    with np.load(bundle.golden_path) as golden:
-        data = {k: golden[k] for k in golden.files}
+    golden = bundle.golden()
     for precision in precisions:
-        for graph in ("video_encoder", "text_encoder", "bci_scorer"):
+        for graph in GRAPHS:
             onnx_path = bundle.graph_path(graph, precision)
-            path = folder / engine_name(graph, precision, sha256_file(onnx_path), info)
+            rel = engine_file(graph, precision, sha256_file(onnx_path), info.version, info.sm)
+            path = bundle.root / rel
             if not path.is_file():
                 log(f"[{precision}] {graph}: building TensorRT {info.version} engine for sm{info.sm}")
                 atomic_write_bytes(path, _build_one(onnx_path, input_shapes(bundle, graph),
-                                                    folder / f"timing.trt{info.version}.sm{info.sm}.cache"))
-            feeds = {k.split("/")[-1]: v for k, v in data.items() if k.startswith(f"{graph}/in/")}
+                                                    bundle.root / timing_cache_file(info.version, info.sm)))
+            feeds = golden.inputs[graph]
             trt_out = TensorRTBackend(path).run(feeds)
             ort_out = OrtBackend(onnx_path, ["CPUExecutionProvider"]).run(feeds)
             diff = max(float(np.abs(trt_out[n] - ort_out[n]).max()) for n in ort_out)
             log(f"[{precision}] {graph}: max |TensorRT - onnxruntime| on golden inputs = {diff:.2e}")
-            built.setdefault(precision, {})[graph] = str(path.relative_to(bundle.root))
+            built.setdefault(precision, {})[graph] = rel
     return built

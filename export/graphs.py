@@ -8,18 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from hbci.model import HBCI, text_pack_names, video_pack_names
+from hbci.runtime.bundle import (BCI_SCORER, GLOBAL_OUTPUTS, GRAPHS, SCORES, TEXT_ENCODER, TEXT_INPUTS, VIDEO_ENCODER,
+                                 VIDEO_INPUTS)
 
 __all__ = ["GRAPHS", "OPSET", "VideoEncoderGraph", "TextEncoderGraph", "ScorerGraph", "export_graph",
-           "example_inputs", "scorer_input_names", "scorer_output_names"]
+           "example_inputs", "graph_module", "graph_outputs", "scorer_input_names", "scorer_output_names"]
 
 OPSET = 18
-GRAPHS = ("video_encoder", "text_encoder", "bci_scorer")
 # Query-independent global embeddings serve the coarse search stage; the scorer never needs them.
-_NOT_SCORER_INPUTS = {"video_global", "text_global"}
+_NOT_SCORER_INPUTS = set(GLOBAL_OUTPUTS.values())
 
 
 def scorer_input_names(model: HBCI) -> tuple[list[str], list[str]]:
@@ -30,7 +32,7 @@ def scorer_input_names(model: HBCI) -> tuple[list[str], list[str]]:
 
 def scorer_output_names(model: HBCI) -> list[str]:
     levels = model.config.levels
-    return ["scores"] + ([f"scores_level_{lv}" for lv in levels] if len(levels) > 1 else [])
+    return [SCORES] + ([f"{SCORES}_level_{lv}" for lv in levels] if len(levels) > 1 else [])
 
 
 class VideoEncoderGraph(nn.Module):
@@ -85,19 +87,28 @@ def example_inputs(model: HBCI, batch: int = 2, seed: int = 0) -> dict[str, dict
         video = model.encode_video(frames, frame_mask)
     text_names, video_names = scorer_input_names(model)
     scorer = {n: text[n] for n in text_names} | {n: video[n] for n in video_names}
-    return {"video_encoder": {"frames": frames, "frame_mask": frame_mask},
-            "text_encoder": {"token_ids": token_ids, "token_mask": token_mask},
-            "bci_scorer": scorer}
+    return {VIDEO_ENCODER: dict(zip(VIDEO_INPUTS, (frames, frame_mask))),
+            TEXT_ENCODER: dict(zip(TEXT_INPUTS, (token_ids, token_mask))),
+            BCI_SCORER: scorer}
 
 
-def _wrapper(model: HBCI, graph: str) -> tuple[nn.Module, list[str]]:
-    if graph == "video_encoder":
+def graph_module(model: HBCI, graph: str) -> tuple[nn.Module, list[str]]:
+    """The wrapper module that is exported as `graph`, and its output names."""
+    if graph == VIDEO_ENCODER:
         return VideoEncoderGraph(model), video_pack_names(model.config)
-    if graph == "text_encoder":
+    if graph == TEXT_ENCODER:
         return TextEncoderGraph(model), text_pack_names(model.config)
-    if graph == "bci_scorer":
+    if graph == BCI_SCORER:
         return ScorerGraph(model), scorer_output_names(model)
     raise ValueError(f"unknown graph {graph!r}; graphs: {', '.join(GRAPHS)}")
+
+
+def graph_outputs(model: HBCI, graph: str, inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Torch's outputs of one graph for `inputs` (the reference the exported graph is checked against)."""
+    wrapper, names = graph_module(model, graph)
+    with torch.no_grad():
+        values = wrapper(*inputs.values())
+    return {n: v.numpy() for n, v in zip(names, values)}
 
 
 def export_graph(model: HBCI, graph: str, path: str | Path, opset: int = OPSET) -> Path:
@@ -105,12 +116,12 @@ def export_graph(model: HBCI, graph: str, path: str | Path, opset: int = OPSET) 
     import onnx
 
     model = model.eval()
-    wrapper, output_names = _wrapper(model, graph)
+    wrapper, output_names = graph_module(model, graph)
     inputs = example_inputs(model)[graph]
-    if graph == "bci_scorer":
+    if graph == BCI_SCORER:
         # Different sizes for the two sides, so the exporter cannot merge the Nt and Nv axes.
         text_names, _ = scorer_input_names(model)
-        more = example_inputs(model, batch=3, seed=1)["bci_scorer"]
+        more = example_inputs(model, batch=3, seed=1)[BCI_SCORER]
         inputs = {n: (v if n in text_names else more[n]) for n, v in inputs.items()}
         nt, nv = torch.export.Dim("num_texts", min=1, max=65536), torch.export.Dim("num_videos", min=1, max=65536)
         # forward(*tensors): the varargs tuple is one argument to the exporter.

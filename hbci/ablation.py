@@ -103,9 +103,11 @@ def run_ablation(base: ExperimentConfig, out: Path, rows: list[int] | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hbci.runtime.errors import HbciError
+    from hbci.runtime.errors import ExitCode, HbciError, exit_code, exit_codes_epilog
 
-    parser = argparse.ArgumentParser(prog="hbci-ablate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hbci-ablate", description=__doc__.splitlines()[0],
+                                     epilog=exit_codes_epilog((ExitCode.OK, ExitCode.INTERNAL, ExitCode.USAGE)),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="base config (full HBCI), e.g. small")
     parser.add_argument("overrides", nargs="*", help="section.key=value applied to every row")
     parser.add_argument("--out", required=True, help="folder for the runs and ablation.md")
@@ -118,5 +120,5 @@ def main(argv: list[str] | None = None) -> int:
         print(run_ablation(base, Path(args.out), rows, progress=not args.no_progress))
     except HbciError as exc:
         print(f"hbci-ablate: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
     return 0

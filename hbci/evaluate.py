@@ -142,9 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     from hbci.checkpoint import load_model
     from hbci.config import DataConfig
     from hbci.data import load_clipset
-    from hbci.runtime.errors import HbciError
+    from hbci.runtime.errors import ExitCode, HbciError, exit_code, exit_codes_epilog
 
-    parser = argparse.ArgumentParser(prog="hbci-eval", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hbci-eval", description=__doc__.splitlines()[0],
+                                     epilog=exit_codes_epilog((ExitCode.OK, ExitCode.INTERNAL, ExitCode.USAGE)),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
     parser.add_argument("--data", required=True, help="dataset root (for csv: folder with <split>.csv)")
     parser.add_argument("--dataset", default="csv")
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             results[split] = evaluate(model, clips, args.batch_size, synth_meta(data, split), args.data)
     except HbciError as exc:
         print(f"hbci-eval: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
     if args.json:
         print(json.dumps(results if len(results) > 1 else results[splits[0]], indent=1))
         return 0

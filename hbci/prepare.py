@@ -96,14 +96,17 @@ def prepare(config: ExperimentConfig, splits: list[str] | None = None, workers: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hbci.runtime.errors import HbciError
+    from hbci.runtime.errors import ExitCode, HbciError, exit_code, exit_codes_epilog
 
-    parser = argparse.ArgumentParser(prog="hbci-prepare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hbci-prepare", description=__doc__.splitlines()[0],
+                                     epilog=exit_codes_epilog((ExitCode.OK, ExitCode.INTERNAL, ExitCode.USAGE,
+                                                               ExitCode.PARTIAL, ExitCode.SIGINT)),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="config JSON file or shipped config name; data.cache_dir must be set")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.root=/data/msrvtt")
     parser.add_argument("--splits", nargs="+", help="splits to cache (default: the config's train, val, test)")
     parser.add_argument("--workers", type=int, default=0, help="decoding threads (default: one per CPU core)")
-    parser.add_argument("--strict", action="store_true", help="exit with 1 when any video could not be cached")
+    parser.add_argument("--strict", action="store_true", help="exit with 8 when any video could not be cached")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -111,14 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         summary = prepare(config, args.splits, args.workers, progress=not args.no_progress)
     except HbciError as exc:
         print(f"hbci-prepare: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
     except KeyboardInterrupt:
         print("hbci-prepare: interrupted; the videos cached so far are kept (run again to continue)",
               file=sys.stderr)
-        return 130
+        return ExitCode.SIGINT
     print(f"{summary['videos']} videos: {summary['already_cached']} already cached, {summary['written']} written, "
           f"{summary['failed']} failed ({summary['seconds']} s)")
-    return 1 if args.strict and summary["failed"] else 0
+    return ExitCode.PARTIAL if args.strict and summary["failed"] else ExitCode.OK
 
 
 if __name__ == "__main__":

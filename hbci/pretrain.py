@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from hbci.runtime.bundle import atomic_write_bytes
-from hbci.runtime.errors import HbciError
+from hbci.runtime.errors import ExitCode, HbciError, exit_code, exit_codes_epilog
 
 __all__ = ["still_caption", "make_stills", "pretrain", "main"]
 
@@ -232,7 +232,9 @@ def pretrain(backbone: str, out: Path, steps: int = 400, batch_size: int = 256, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hbci-pretrain", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hbci-pretrain", description=__doc__.splitlines()[0],
+                                     epilog=exit_codes_epilog((ExitCode.OK, ExitCode.INTERNAL, ExitCode.USAGE)),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="the state dict to write (.pt); a .json summary goes beside it")
     parser.add_argument("--backbone", default="hbci-tiny", help="open_clip model name (default: hbci-tiny)")
     parser.add_argument("--steps", type=int, default=400)
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                           args.seed, args.workers, progress=not args.no_progress, world=args.world)
     except HbciError as exc:
         print(f"hbci-pretrain: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
     print(json.dumps(result))
     return 0
 

@@ -390,9 +390,11 @@ def plot_curves(records: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hbci.runtime.errors import HbciError
+    from hbci.runtime.errors import ExitCode, HbciError, exit_code, exit_codes_epilog
 
-    parser = argparse.ArgumentParser(prog="hbci-train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hbci-train", description=__doc__.splitlines()[0],
+                                     epilog=exit_codes_epilog((ExitCode.OK, ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.SIGINT)),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="config JSON file, or a shipped config name (small)")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. model.concepts=1 train.epochs=2")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if out_dir/last.pt exists")
@@ -403,10 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         train(config, resume=not args.no_resume, progress=not args.no_progress)
     except HbciError as exc:
         print(f"hbci-train: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
     except KeyboardInterrupt:
         print("hbci-train: interrupted; the last completed epoch is in last.pt (run again to resume)", file=sys.stderr)
-        return 130
+        return ExitCode.SIGINT
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -7,50 +7,42 @@
 stdout carries only events, one JSON object per line, flushed at once (see `hbci.runtime.monitor` for the keys);
 logs, the back end in use and the closing throughput/latency summary go to stderr.
 
-Exit codes:
-  0    the source ended (or stdout was closed by the reader of the events)
-  1    unexpected internal error (one line; the traceback with --log-level debug)
-  2    bad usage or input: arguments, queries, query files, thresholds, the bundle
-  3    a live source (camera, URL, pipeline) could not be opened, or was lost and did not come back
-  4    a video file could not be read (missing, not a video, no decodable frames)
-  5    an output failed: --save-clips folder or writer, --show without a display
-  130  stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM: both drain first (open events end with reason
-       "stopped", clips are finished, the summary is printed)
+Exit codes: see below (the project's one table: docs/exit-codes.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
-import threading
-import time
-import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from hbci.runtime.errors import BundleError, ConfigError, HbciError, QueryError, SourceError, VideoError
+from hbci.runtime.bundle import MANIFEST
+from hbci.runtime.errors import (EXIT_CODE_TABLE, BundleError, ConfigError, ExitCode, HbciError, QueryError,
+                                  exit_code, exit_codes_epilog, internal_error)
+from hbci.runtime.pipeline import (ClipSink, JsonLinesSink, MonitorSettings, OverlaySink, Pipeline, RecentEvents,
+                                   SourceSpec, summary_line)
 
-__all__ = ["main", "EXIT_CODES"]
+__all__ = ["main", "build_parser", "EXIT_CODES"]
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_SOURCE, EXIT_VIDEO, EXIT_OUTPUT = 0, 1, 2, 3, 4, 5
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
-EXIT_CODES = {EXIT_OK: "ok", EXIT_INTERNAL: "internal error", EXIT_USAGE: "bad usage or input",
-              EXIT_SOURCE: "live source failed", EXIT_VIDEO: "video file unreadable", EXIT_OUTPUT: "output failed",
-              EXIT_SIGINT: "interrupted (SIGINT)", EXIT_SIGTERM: "terminated (SIGTERM)"}
-PRECISIONS = ("auto", "fp32", "fp16", "int8")
+# The codes hbci-run returns, with their meanings from the project's table.
+EXIT_CODES = {row.code: row.meaning for row in EXIT_CODE_TABLE
+              if row.code in (ExitCode.OK, ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.SOURCE, ExitCode.VIDEO,
+                              ExitCode.OUTPUT, ExitCode.SIGINT, ExitCode.SIGTERM)}
 log = logging.getLogger("hbci")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     from hbci.runtime.backends import BACKENDS
+    from hbci.runtime.retriever import PRECISIONS
     from hbci.runtime.monitor import DEFAULT_SMOOTHING, DEFAULT_STRIDE, DEFAULT_WINDOW
 
     p = argparse.ArgumentParser(prog="hbci-run", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__[__doc__.index("Exit codes"):],
+                                epilog=exit_codes_epilog(EXIT_CODES),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", help="model bundle folder (default: the shipped demo bundle)")
     p.add_argument("--demo", action="store_true",
@@ -109,24 +101,6 @@ def _read_queries(args) -> list[str]:
     return queries
 
 
-def _choose_precision(bundle_dir: Path, requested: str, backend: str) -> str:
-    from hbci.runtime.bundle import load_bundle
-
-    available = load_bundle(bundle_dir, verify_hashes=False).precisions
-    if requested != "auto":
-        if requested not in available:
-            raise BundleError(f"{bundle_dir}: no {requested} graphs (has: {', '.join(available)})")
-        return requested
-    gpu = False
-    if backend != "onnxruntime-cpu":
-        import onnxruntime
-
-        gpu = bool({"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(onnxruntime.get_available_providers()))
-    # ONNX Runtime on a CPU runs FP32 faster than FP16 (most FP16 kernels are emulated with casts).
-    order = ("fp16", "fp32", "int8") if gpu else ("fp32", "fp16", "int8")
-    return next((p for p in order if p in available), available[0])
-
-
 def _settings_errors(args) -> str | None:
     if args.window <= 0 or args.stride <= 0:
         return "--window and --stride must be positive"
@@ -138,18 +112,27 @@ def _settings_errors(args) -> str | None:
 
 
 class _Stopper:
-    """SIGINT/SIGTERM: the first signal asks for a drain; a second SIGINT interrupts for real."""
+    """SIGINT/SIGTERM: the first signal asks for a drain (the source is interrupted, the pipeline stops); a second
+    SIGINT interrupts for real."""
 
     def __init__(self):
-        self.event = threading.Event()
         self.signal: int | None = None
-        self.source = None
+        self._watched: list = []
+
+    def watch(self, target) -> None:
+        """Stop `target` (a source: interrupt(); a pipeline: stop()) on a signal, at once if one came already."""
+        self._watched.append(target)
+        if self.signal is not None:
+            self._stop(target)
+
+    @staticmethod
+    def _stop(target) -> None:
+        (target.stop if hasattr(target, "stop") else target.interrupt)()
 
     def __call__(self, signum, frame) -> None:
         self.signal = self.signal or signum
-        self.event.set()
-        if self.source is not None:
-            self.source.interrupt()
+        for target in self._watched:
+            self._stop(target)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def install(self) -> None:
@@ -157,30 +140,16 @@ class _Stopper:
         signal.signal(signal.SIGTERM, self)
 
 
-def _emit(event: dict) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
+@dataclass(frozen=True)
+class _Plan:
+    queries: list[str]
+    source: SourceSpec
+    bundle_dir: Path
+    demo_clips: list | None  # the demo stream's known clips, for the closing report
 
 
-def _summary(monitor, source, started: float) -> str:
-    s = monitor.stats.summary()
-    wl, el = s["window_latency_s"], s["event_latency_s"]
-    parts = [f"{s['frames']} frames, {s['windows']} windows ({s['windows_skipped']} skipped), {s['events']} events "
-             f"in {time.monotonic() - started:.1f} s",
-             f"{s['frames_per_s']:.1f} frames/s, {s['windows_per_s']:.1f} windows/s, "
-             f"{s['encode_ms_per_window']:.1f} ms encode+score per window"]
-    if wl:
-        parts.append(f"window latency p50 {1000 * wl['p50']:.0f} ms, p95 {1000 * wl['p95']:.0f} ms")
-    if el:
-        parts.append(f"event latency p50 {1000 * el['p50']:.0f} ms, p95 {1000 * el['p95']:.0f} ms")
-    if source is not None and (source.stats.frames_dropped or source.stats.reconnects):
-        parts.append(f"{source.stats.frames_dropped} frames dropped, {source.stats.reconnects} reconnects")
-    return "summary: " + "; ".join(parts)
-
-
-def _run(args, stopper: _Stopper) -> int:
-    from hbci.runtime.sources import open_source
-
+def _plan(args) -> _Plan:
+    """What to watch, for which queries, with which bundle; ConfigError / QueryError / BundleError if unusable."""
     problem = _settings_errors(args)
     if problem:
         raise ConfigError(problem)
@@ -206,97 +175,64 @@ def _run(args, stopper: _Stopper) -> int:
     from hbci.runtime.demo import BUNDLE_DIR
 
     bundle_dir = Path(args.bundle) if args.bundle else BUNDLE_DIR
-    if not (bundle_dir / "manifest.json").is_file():
+    if not (bundle_dir / MANIFEST).is_file():
         hint = " (the demo bundle is not installed: build it with scripts/build_demo_bundle.sh)" \
             if not args.bundle else ""
         raise BundleError(f"{bundle_dir}: not a model bundle{hint}")
-
-    recorder = display = None
-    if args.show:
-        from hbci.runtime.overlay import Display
-
-        display = Display()
     kind, target = sources[0]
-    kind = {"video": "file"}.get(kind, kind)
+    spec = SourceSpec({"video": "file"}.get(kind, kind), target, realtime=args.realtime, max_fps=args.max_fps)
+    return _Plan(queries, spec, bundle_dir, known)
+
+
+def _pipeline(args, plan: _Plan, source, sinks: list) -> Pipeline:
+    from hbci.runtime.retriever import Retriever
+
+    retriever = Retriever.load(plan.bundle_dir, backend=args.backend, precision=args.precision,
+                               threads=args.threads)
+    settings = MonitorSettings(window=args.window, stride=args.stride, smoothing=args.smoothing,
+                               threshold_on=args.threshold, threshold_off=args.threshold_off, batch=args.batch)
+    if args.save_clips:
+        sinks.insert(0, ClipSink(args.save_clips))  # first: it adds the clip's path to the events
+    pipeline = Pipeline(source, retriever, plan.queries, settings=settings, sinks=sinks)
+    monitor = pipeline.monitor
+    log.info("monitoring %s for %d quer%s: window %.2f s, stride %.2f s, smoothing %.2f, threshold on %.4f "
+             "off %.4f", source.name, len(plan.queries), "y" if len(plan.queries) == 1 else "ies", args.window,
+             args.stride, args.smoothing, monitor.threshold_on, monitor.threshold_off)
+    return pipeline
+
+
+def _run(args, stopper: _Stopper) -> int:
+    plan = _plan(args)
+    overlay = [OverlaySink()] if args.show else []  # fails at once without a display
+    events = RecentEvents() if plan.demo_clips is not None else None
+    sinks = overlay + [JsonLinesSink(sys.stdout)] + ([events] if events is not None else [])
     # The source opens before the model loads, so a missing camera is reported within a second or two.
-    source = open_source(kind, target, realtime=args.realtime, max_fps=args.max_fps)
-    stopper.source = source
-    if stopper.event.is_set():
-        source.interrupt()
+    source = plan.source.open()
+    stopper.watch(source)
     try:
-        from hbci.runtime.monitor import Monitor
-        from hbci.runtime.retriever import Retriever
-
-        precision = _choose_precision(bundle_dir, args.precision, args.backend)
-        retriever = Retriever.load(bundle_dir, backend=args.backend, precision=precision, threads=args.threads)
-        on, off = args.threshold, args.threshold_off
-        if on is not None and off is None:
-            from hbci.runtime.monitor import default_thresholds
-
-            calibrated = default_thresholds(retriever.bundle.manifest)
-            off = on - (calibrated[0] - calibrated[1]) if calibrated else on
-        monitor = Monitor(retriever, queries, window=args.window, stride=args.stride, smoothing=args.smoothing,
-                          threshold_on=on, threshold_off=off, batch=args.batch)
-        log.info("monitoring %s for %d quer%s: window %.2f s, stride %.2f s, smoothing %.2f, threshold on %.4f "
-                 "off %.4f", source.name, len(queries), "y" if len(queries) == 1 else "ies", args.window,
-                 args.stride, args.smoothing, monitor.threshold_on, monitor.threshold_off)
-        if args.save_clips:
-            from hbci.runtime.clips import ClipRecorder
-
-            # Frames are kept for a window plus the windows a batch reads ahead of the newest scored one.
-            ahead = 1 if source.realtime else args.batch
-            recorder = ClipRecorder(args.save_clips, keep_seconds=args.window + ahead * args.stride + 1.0,
-                                    fps=source.fps)
-
-        def on_frame(frame) -> None:
-            if recorder is not None:
-                recorder.add_frame(frame)
-            if display is not None and not display.show(frame, monitor):
-                stopper.event.set()
-                source.interrupt()
-
-        started = time.monotonic()
-        events = []
+        pipeline = _pipeline(args, plan, source, sinks)
+        stopper.watch(pipeline)
         try:
-            on_window = (lambda window: recorder.advance(window.end)) if recorder is not None else None
-            for event in monitor.run(source, stop=stopper.event, on_frame=on_frame, on_window=on_window):
-                if recorder is not None:
-                    event = recorder.handle(event)
-                if known is not None:
-                    events.append(event)
-                _emit(event)
+            pipeline.run()
         finally:
-            if recorder is not None:
-                recorder.close()
-            print(_summary(monitor, source, started), file=sys.stderr, flush=True)
-        if known is not None:
-            from hbci.runtime.demo import report_lines
-
-            for line in report_lines(events, known, queries, min_overlap=args.window / 2):
-                print(line, file=sys.stderr)
+            if pipeline.started_at is not None:
+                print(summary_line(pipeline), file=sys.stderr, flush=True)
     finally:
         source.close()
-        if display is not None:
-            display.close()
+        for sink in overlay:
+            sink.close()
+    if events is not None:
+        from hbci.runtime.demo import report_lines
+
+        for line in report_lines(events.events(), plan.demo_clips, plan.queries, min_overlap=args.window / 2):
+            print(line, file=sys.stderr)
     if stopper.signal is not None:
-        return EXIT_SIGTERM if stopper.signal == signal.SIGTERM else EXIT_SIGINT
-    return EXIT_OK
-
-
-def _exit_code(exc: HbciError) -> int:
-    from hbci.runtime.clips import OutputError
-
-    if isinstance(exc, SourceError):
-        return EXIT_SOURCE
-    if isinstance(exc, VideoError):
-        return EXIT_VIDEO
-    if isinstance(exc, OutputError):
-        return EXIT_OUTPUT
-    return EXIT_USAGE  # BundleError, QueryError, ConfigError, and any other user-caused error
+        return ExitCode.SIGTERM if stopper.signal == signal.SIGTERM else ExitCode.SIGINT
+    return ExitCode.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)  # argparse exits with 2 on bad usage
+    args = build_parser().parse_args(argv)  # argparse exits with 2 on bad usage
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(stream=sys.stderr, level=level, format="hbci-run %(levelname)s: %(message)s")
     import cv2
@@ -310,20 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args, stopper)
     except HbciError as exc:
         print(f"hbci-run: error: {exc}", file=sys.stderr)
-        return _exit_code(exc)
+        return exit_code(exc)
     except BrokenPipeError:
         # The reader of the events went away (`hbci-run ... | head -1`): stop quietly.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps Python's exit-time flush from failing)
-        return EXIT_OK
+        return ExitCode.OK
     except KeyboardInterrupt:  # a second Ctrl-C while draining
         print("hbci-run: interrupted", file=sys.stderr)
-        return EXIT_SIGINT
+        return ExitCode.SIGINT
     except Exception as exc:  # the one place that turns a bug into one line and exit 1
-        if args.log_level == "debug":
-            traceback.print_exc()
-        print(f"hbci-run: internal error: {type(exc).__name__}: {exc} (run with --log-level debug for details)",
-              file=sys.stderr)
-        return EXIT_INTERNAL
+        return internal_error("hbci-run", exc, args.log_level == "debug")
 
 
 if __name__ == "__main__":

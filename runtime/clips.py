@@ -17,14 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hbci.runtime.errors import HbciError
+from hbci.runtime.errors import OutputError
 
-__all__ = ["OutputError", "ClipRecorder"]
-
-
-class OutputError(HbciError):
-    """An output cannot be written or shown (clip folder, video writer, display)."""
-
+__all__ = ["ClipRecorder"]
 
 def _slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].rstrip("-") or "query"

@@ -8,7 +8,7 @@ import sys
 import cv2
 import numpy as np
 
-from hbci.runtime.clips import OutputError
+from hbci.runtime.errors import OutputError
 
 __all__ = ["Display"]
 

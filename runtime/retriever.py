@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from hbci.runtime.backends import Backend, create_backend
-from hbci.runtime.bundle import Bundle, load_bundle
+from hbci.runtime.bundle import (BCI_SCORER, GRAPHS, SCORES, TEXT_ENCODER, TEXT_INPUTS, VIDEO_ENCODER, VIDEO_INPUTS,
+                                 Bundle, load_bundle)
+from hbci.runtime.bundle import PRECISIONS as BUNDLE_PRECISIONS
 from hbci.runtime.errors import BundleError, QueryError
 from hbci.runtime.tokenizer import ClipTokenizer
-from hbci.runtime.video import load_clip, normalize, resize_center_crop
+from hbci.runtime.video import load_clip, preprocess
 
-__all__ = ["Retriever", "Pack", "MAX_QUERY_CHARS"]
+__all__ = ["Retriever", "Pack", "MAX_QUERY_CHARS", "PRECISIONS", "choose_precision"]
 
 log = logging.getLogger("hbci")
 
@@ -29,11 +31,23 @@ Pack = dict[str, np.ndarray]
 # A query longer than this is certainly not a sentence; it is refused rather than silently truncated to L tokens
 # after expensive cleaning.
 MAX_QUERY_CHARS = 2000
-GRAPHS = ("video_encoder", "text_encoder", "bci_scorer")
+PRECISIONS = ("auto", *BUNDLE_PRECISIONS)  # what Retriever.load accepts
 
 
 def _concat(packs: list[Pack]) -> Pack:
     return {k: np.concatenate([p[k] for p in packs]) for k in packs[0]}
+
+
+def choose_precision(available: list[str], backend: str = "auto") -> str:
+    """The precision "auto" means: FP16 where a GPU back end exists, else FP32 (ONNX Runtime on a CPU runs FP32
+    faster than FP16: most FP16 kernels are emulated with casts), else whatever the bundle has."""
+    gpu = False
+    if backend != "onnxruntime-cpu":
+        import onnxruntime
+
+        gpu = bool({"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(onnxruntime.get_available_providers()))
+    order = ("fp16", "fp32", "int8") if gpu else ("fp32", "fp16", "int8")
+    return next((p for p in order if p in available), available[0])
 
 
 class Retriever:
@@ -42,30 +56,32 @@ class Retriever:
         self.tokenizer = ClipTokenizer.from_file(bundle.tokenizer_path, bundle.max_words)
         # Calls never exceed the engines' optimisation profiles; the scorer's video chunk also bounds the
         # [Nt, Nv, ...] intermediates on large galleries.
-        profiles = bundle.manifest.get("profiles", {})
-        self.video_chunk = profiles.get("video_encoder", {}).get("batch", (0, 0, 16))[2]
-        self.text_chunk = profiles.get("text_encoder", {}).get("batch", (0, 0, 64))[2]
-        self.score_text_chunk = profiles.get("bci_scorer", {}).get("num_texts", (0, 0, 16))[2]
-        self.score_chunk = profiles.get("bci_scorer", {}).get("num_videos", (0, 0, 256))[2]
+        manifest = bundle.manifest
+        self.video_chunk = manifest.max_batch(VIDEO_ENCODER, "batch")
+        self.text_chunk = manifest.max_batch(TEXT_ENCODER, "batch")
+        self.score_text_chunk = manifest.max_batch(BCI_SCORER, "num_texts")
+        self.score_chunk = manifest.max_batch(BCI_SCORER, "num_videos")
 
     @classmethod
     def load(cls, bundle_dir: str | Path, backend: str = "auto", precision: str = "fp32", threads: int = 0,
              self_check: bool = True) -> "Retriever":
         """Load and verify a bundle, create the three graph back ends and run the golden self-check.
 
-        If the chosen back end fails the self-check, the retriever falls back to ONNX Runtime on the CPU (and
-        says so); if that fails too, the bundle is refused.
+        precision: "fp32", "fp16", "int8", or "auto" (`choose_precision`). If the chosen back end fails the
+        self-check, the retriever falls back to ONNX Runtime on the CPU (and says so); if that fails too, the
+        bundle is refused.
         """
         bundle = load_bundle(bundle_dir)
+        if precision == "auto":
+            precision = choose_precision(bundle.precisions, backend)
         if precision not in bundle.precisions:
             raise BundleError(f"{bundle.root}: no {precision} graphs (has: {', '.join(bundle.precisions)})")
         # FP16 graphs run at the basic optimisation level: ORT's fused FP16 kernels on CPU have crashed on ViTs.
         optimization = "basic" if precision == "fp16" else "all"
 
         def build(kind: str) -> dict[str, Backend]:
-            engines = bundle.manifest.get("engines", {}).get(precision, {})
-            return {g: create_backend(kind, bundle.graph_path(g, precision),
-                                      bundle.root / engines[g] if g in engines else None, threads, optimization)
+            return {g: create_backend(kind, bundle.graph_path(g, precision), bundle.engine_path(g, precision),
+                                      threads, optimization)
                     for g in GRAPHS}
 
         retriever = cls(bundle, build(backend), precision)
@@ -83,7 +99,7 @@ class Retriever:
 
     @property
     def backend_name(self) -> str:
-        return self.backends["video_encoder"].name
+        return self.backends[VIDEO_ENCODER].name
 
     @property
     def bundle_id(self) -> str:
@@ -94,18 +110,15 @@ class Retriever:
 
         Guards against back-end settings that run but compute garbage (for example every embedding equal).
         """
-        tolerance = self.bundle.manifest.get("golden_tolerance", {}).get(self.precision, 1e-3)
-        with np.load(self.bundle.golden_path) as golden:
-            data = {k: golden[k] for k in golden.files}
+        tolerance = self.bundle.manifest.tolerance(self.precision)
+        golden = self.bundle.golden()
         for graph in GRAPHS:
-            prefix = f"{graph}/in/"
-            feeds = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
             try:
-                outputs = self.backends[graph].run(feeds)
+                outputs = self.backends[graph].run(golden.inputs[graph])
             except Exception as exc:  # any back-end failure is a failed check, reported with its cause
                 return f"{graph} raised {type(exc).__name__}: {exc}"
             for name, value in outputs.items():
-                expected = data.get(f"{graph}/out/{name}")
+                expected = golden.outputs[graph].get(name)
                 if expected is None:
                     continue
                 error = float(np.abs(value - expected).max()) if value.shape == expected.shape else float("inf")
@@ -136,22 +149,29 @@ class Retriever:
     def encode_text(self, texts: list[str]) -> Pack:
         ids, mask = self._tokenize(texts)
         # Always the bundle's fixed L: variable shapes make ONNX Runtime grow its memory arena.
-        encoder = self.backends["text_encoder"]
-        return _concat([encoder.run({"token_ids": ids[i:i + self.text_chunk],
-                                     "token_mask": mask[i:i + self.text_chunk].astype(np.float32)})
+        encoder = self.backends[TEXT_ENCODER]
+        ids_name, mask_name = TEXT_INPUTS
+        return _concat([encoder.run({ids_name: ids[i:i + self.text_chunk],
+                                     mask_name: mask[i:i + self.text_chunk].astype(np.float32)})
                         for i in range(0, len(ids), self.text_chunk)])
 
     # ------------------------------------------------------------------------------------------------ video
     def preprocess(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 RGB frames [N, H, W, 3] of any size -> float32 [N, 3, S, S], exactly as training saw them."""
-        return normalize(resize_center_crop(frames, self.bundle.image_size), self.bundle.mean, self.bundle.std)
+        """uint8 RGB frames [N, H, W, 3] -> float32 [N, 3, S, S], exactly as training saw them: frames of any size
+        are resized and centre-cropped, frames already S x S are used as they are (cropped once, by the caller)."""
+        try:
+            return preprocess(frames, self.bundle.image_size, self.bundle.mean, self.bundle.std)
+        except ValueError as exc:
+            raise QueryError(str(exc)) from None
 
     def load_video(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """T uniformly sampled, resized and cropped uint8 frames [T, S, S, 3] and their mask [T]."""
         return load_clip(path, self.bundle.num_frames, self.bundle.image_size)
 
     def encode_video(self, video, mask: np.ndarray | None = None) -> Pack:
-        """A path, a list of paths, or uint8 RGB frames [T, H, W, 3] / [B, T, H, W, 3] (T = the bundle's T)."""
+        """A path, a list of paths, or uint8 RGB frames [T, H, W, 3] / [B, T, H, W, 3] (T = the bundle's T) of any
+        size; S x S frames (already resized and centre-cropped, as the monitor and `load_video` give them) are
+        not resized again."""
         t = self.bundle.num_frames
         if isinstance(video, (str, Path)):
             video = [video]
@@ -172,15 +192,15 @@ class Retriever:
             b = len(clip)
             pixels = self.preprocess(clip.reshape(b * t, *clip.shape[2:]))
             pixels = pixels.reshape(b, t, *pixels.shape[1:])
-            packs.append(self.backends["video_encoder"].run(
-                {"frames": pixels, "frame_mask": mask[start:start + b].astype(np.float32)}))
+            packs.append(self.backends[VIDEO_ENCODER].run(
+                dict(zip(VIDEO_INPUTS, (pixels, mask[start:start + b].astype(np.float32))))))
         return _concat(packs)
 
     # ------------------------------------------------------------------------------------------------ score
     def score(self, text: Pack, video: Pack, levels: bool = False):
         """Fused scores [Nt, Nv] (and per-level scores {name: [Nt, Nv]} when levels=True), scored in chunks of
         videos so memory stays bounded on large galleries."""
-        scorer = self.backends["bci_scorer"]
+        scorer = self.backends[BCI_SCORER]
         nt, nv = len(next(iter(text.values()))), len(next(iter(video.values())))
         rows: dict[str, list[np.ndarray]] = {}
         for t0 in range(0, nt, self.score_text_chunk):
@@ -193,4 +213,4 @@ class Retriever:
             for name, chunks in row.items():
                 rows.setdefault(name, []).append(np.concatenate(chunks, axis=1))
         result = {name: np.concatenate(parts, axis=0) for name, parts in rows.items()}
-        return (result["scores"], result) if levels else result["scores"]
+        return (result[SCORES], result) if levels else result[SCORES]

@@ -36,7 +36,8 @@ from hbci.runtime.errors import ConfigError, HbciError, SourceError, VideoError
 # same colour conversion), so monitored frames equal training frames.
 from hbci.runtime.video import FirstFrameSize, open_video, to_rgb
 
-__all__ = ["Frame", "Source", "SourceStats", "open_source", "gstreamer_available", "SOURCE_KINDS", "URL_SCHEMES"]
+__all__ = ["Frame", "FrameBuffer", "Source", "SourceStats", "open_source", "gstreamer_available", "SOURCE_KINDS",
+           "URL_SCHEMES"]
 
 log = logging.getLogger("hbci")
 
@@ -66,7 +67,7 @@ class SourceStats:
     reconnects: int = 0
 
 
-class _FrameBuffer:
+class FrameBuffer:
     """A bounded hand-over between the reader thread and the consumer.
 
     drop_oldest=True: `put` never blocks; a full buffer loses its oldest frame. False: `put` waits for room.
@@ -172,7 +173,7 @@ class Source:
         self.open_timeout = float(open_timeout)
         self.reconnect_attempts, self.reconnect_backoff = int(reconnect_attempts), float(reconnect_backoff)
         drop = self.realtime
-        self._buffer = _FrameBuffer(buffer or (_LIVE_BUFFER if drop else _BLOCKING_BUFFER), drop_oldest=drop)
+        self._buffer = FrameBuffer(buffer or (_LIVE_BUFFER if drop else _BLOCKING_BUFFER), drop_oldest=drop)
         self.stats = SourceStats()
         self.fps = 0.0
         self._cap: cv2.VideoCapture | None = None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -30,6 +30,7 @@ __all__ = [
     "open_video",
     "to_rgb",
     "frame_times",
+    "iter_frames_at",
     "read_indices",
     "FirstFrameSize",
     "count_frames",
@@ -37,6 +38,7 @@ __all__ = [
     "read_frames_with_times",
     "resize_center_crop",
     "normalize",
+    "preprocess",
     "load_clip",
 ]
 
@@ -133,14 +135,12 @@ def to_rgb(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-def read_indices(path: str | Path, indices: Sequence[int],
-                 transform: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-    """Decode sequentially (seeking by frame number is not exact in OpenCV) and keep the frames at the increasing
-    `indices`, each converted to RGB and passed through `transform` at once, so memory holds only kept frames.
-
-    Returns (frames, the indices actually read). A stream that breaks off keeps the frames before the damage.
-    """
-    wanted, frames, got = list(indices), [], []
+def iter_frames_at(path: str | Path, indices: Sequence[int],
+                   transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode sequentially (seeking by frame number is not exact in OpenCV) and yield (index, frame) for the
+    increasing `indices`, each frame converted to RGB and passed through `transform`, so memory holds only what
+    the caller keeps. A stream that breaks off ends early, after the frames before the damage."""
+    wanted = list(indices)
     cap = open_video(path)
     try:
         pos, k = 0, 0
@@ -149,15 +149,20 @@ def read_indices(path: str | Path, indices: Sequence[int],
                 ok, frame = cap.retrieve()
                 if ok and frame is not None:
                     frame = to_rgb(frame)
-                    frames.append(transform(frame) if transform is not None else frame)
-                    got.append(pos)
+                    yield pos, (transform(frame) if transform is not None else frame)
                 k += 1
             pos += 1
     except cv2.error:
         pass  # keep the frames decoded before the error, as the counting pass does
     finally:
         cap.release()
-    return frames, np.asarray(got, dtype=np.int64)
+
+
+def read_indices(path: str | Path, indices: Sequence[int],
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """The frames at the increasing `indices` (see `iter_frames_at`), and the indices actually read."""
+    pairs = list(iter_frames_at(path, indices, transform))
+    return [f for _, f in pairs], np.asarray([i for i, _ in pairs], dtype=np.int64)
 
 
 class FirstFrameSize:
@@ -244,6 +249,18 @@ def normalize(
     s = np.asarray(std, dtype=np.float32).reshape(1, 1, 1, 3)
     x = (frames.astype(np.float32) / np.float32(255.0) - m) / s
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def preprocess(frames: np.ndarray, size: int, mean: Sequence[float] = CLIP_MEAN,
+               std: Sequence[float] = CLIP_STD) -> np.ndarray:
+    """uint8 RGB frames [N, H, W, 3] -> the model's float32 input [N, 3, size, size]: `resize_center_crop` (skipped
+    for frames that are already size x size, such as the monitor's crops: cropping twice would only copy), then
+    `normalize`."""
+    if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 [N, H, W, 3] frames, got {frames.dtype} {frames.shape}")
+    if frames.shape[1:3] != (size, size):
+        frames = resize_center_crop(frames, size)
+    return normalize(frames, mean, std)
 
 
 def load_clip(path: str | Path, num_frames: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:

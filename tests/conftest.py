@@ -1,14 +1,15 @@
-"""Shared fixtures: offline, seeded, CPU-only; the shared material folder beside the repository; one random-weight
-tiny HBCI checkpoint and its FP32 bundle, built once per session for the export, calibration and runtime tests."""
+"""Shared fixtures: offline, seeded, CPU-only; the external material folder (optional, see tests/material.py); one
+random-weight tiny HBCI checkpoint and its FP32 bundle, built once per session for the export, calibration and
+runtime tests. A line at the end of the run counts the tests skipped for want of the external folder."""
 
 import os
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from material import EXTERNAL, EXTERNAL_REASON
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "material"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # The smallest model that still has every component (torch is imported inside the fixtures: the runtime tests
 # must collect without it).
@@ -17,9 +18,19 @@ TINY_MODEL = dict(num_frames=4, max_words=16, temporal_layers=1, num_segments=2,
 
 @pytest.fixture(scope="session")
 def shared_material() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"shared material folder not found at {SHARED}")
-    return SHARED
+    """The external material folder; tests that need it skip (with the reason) where it is absent."""
+    if not EXTERNAL.is_dir():
+        pytest.skip(EXTERNAL_REASON)
+    return EXTERNAL
+
+
+def pytest_terminal_summary(terminalreporter):
+    skipped = terminalreporter.stats.get("skipped", [])
+    external = sum(1 for report in skipped if EXTERNAL_REASON in str(report.longrepr))
+    if external:
+        terminalreporter.write_line(f"{external} tests skipped for want of the external material folder {EXTERNAL} "
+                                    f"(real footage and annotation files the project may not redistribute; set "
+                                    f"HBCI_TEST_MATERIAL to a copy). pytest -rs lists every skip with its reason.")
 
 
 @pytest.fixture(scope="session")

@@ -7,16 +7,18 @@ import json
 import sys
 from typing import Sequence
 
-from hbci.runtime.errors import HbciError
+from hbci.runtime.errors import ExitCode, HbciError, exit_code, exit_codes_epilog
 from hbci.synth.dataset import generate
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit codes: 0 written, 1 a video could not be written, 2 bad arguments."""
+    """Exit codes: the project's table (docs/exit-codes.md): 0 written, 2 bad arguments or input."""
     ap = argparse.ArgumentParser(prog="hbci-synth", description="Synthetic text-video benchmark: coloured shapes "
-                                 "that move, grow, shrink, appear and vanish, with template captions.")
+                                 "that move, grow, shrink, appear and vanish, with template captions.",
+                                 epilog=exit_codes_epilog((ExitCode.OK, ExitCode.INTERNAL, ExitCode.USAGE)),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--world", choices=("wide", "classic"), default="wide",
@@ -42,8 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            args.workers, args.train_captions, args.p_single, args.world, args.heldout, args.context)
     except ValueError as e:
         ap.error(str(e))
-    except HbciError as e:
-        print(f"hbci-synth: {e}", file=sys.stderr)
-        return 1
+    except HbciError as exc:
+        print(f"hbci-synth: error: {exc}", file=sys.stderr)
+        return exit_code(exc)
     print(json.dumps(summary))
     return 0

@@ -7,7 +7,7 @@ import pytest
 
 from hbci.calibration.data import (CalibrationDataError, CalibrationReader, ClipSet, load_clips, spread,
                                    video_paths)
-from hbci.runtime.bundle import Bundle, load_bundle
+from hbci.runtime.bundle import Bundle, Manifest, load_bundle
 from hbci.runtime.errors import DatasetError, HbciError
 from hbci.runtime.video import CLIP_MEAN, CLIP_STD
 
@@ -16,7 +16,7 @@ from hbci.runtime.video import CLIP_MEAN, CLIP_STD
 def facts(tmp_path_factory):
     """The four facts calibration reads from a bundle (T, size, mean, std), without exporting a model."""
     return Bundle(tmp_path_factory.mktemp("facts"),
-                  {"num_frames": 4, "image_size": 32, "mean": list(CLIP_MEAN), "std": list(CLIP_STD)})
+                  Manifest(num_frames=4, max_words=16, image_size=32, mean=CLIP_MEAN, std=CLIP_STD, graphs={}))
 
 
 @pytest.mark.slow

@@ -30,22 +30,27 @@ def _snapshot(bundle):
 def test_passing_gate_writes_int8_and_the_runtime_loads_it(fresh_bundle, calib_synth):
     messages = []
     manifest = quantize_bundle(fresh_bundle, calib_synth / "videos" / "train", calib_synth / "test.csv",
-                               gate=RANDOM_WEIGHTS, log=messages.append)
+                               calib_synth / "train.csv", gate=RANDOM_WEIGHTS, log=messages.append)
     assert (fresh_bundle / "int8" / "video_encoder.onnx").is_file()
-    assert manifest["graphs"]["int8"] == INT8_GRAPHS
-    assert "int8" in manifest["precisions"] and "fp32" in manifest["precisions"]
-    figures = manifest["validation"]["int8_gate"]
+    assert (fresh_bundle / "int8" / "text_encoder.onnx").is_file()
+    assert manifest.graphs["int8"] == INT8_GRAPHS
+    assert "int8" in manifest.precisions and "fp32" in manifest.precisions
+    figures = manifest.validation.int8_gate
     assert figures["passed"] and figures["method"] == "minmax"
     assert figures["calibration"]["clips"] == 12 and figures["held_out"]["videos"] == 16
     assert figures["held_out"]["captions"] == 16
-    for name in ("video_global", "frame_units", "segment_units", "pool_keys", "pool_values"):
+    for name in ("video_global", "frame_units", "segment_units", "pool_keys", "pool_values", "text_global",
+                 "word_units", "phrase_units", "sentence_concepts"):
         assert figures["cosine"][name]["mean"] > 0.99
+    assert figures["text_encoder"]["precision"] == "int8" and 0 < figures["text_encoder"]["captions"] <= 12
+    assert set(figures["qdq"]["per_graph"]) == {"video_encoder", "text_encoder"}
+    assert "text_global" in figures["golden_max_abs_diff"]
     retrieval = figures["retrieval"]
     for key in ("R@1", "R@5"):
         delta = retrieval["int8"]["t2v"][key] - retrieval["fp32"]["t2v"][key]
         assert retrieval["delta"][f"t2v_{key}"] == pytest.approx(delta, abs=1e-6)
     assert figures["qdq"]["per_tensor_weights"] == 0 and figures["golden_max_abs_diff"]
-    assert manifest["golden_tolerance"]["int8"] == figures["golden_tolerance"] >= max(
+    assert manifest.golden_tolerance["int8"] == figures["golden_tolerance"] >= max(
         figures["golden_max_abs_diff"].values())
     assert all(c["passed"] for c in figures["checks"])
     assert not list(fresh_bundle.glob(".int8-staging-*")), "staging folder left behind"
@@ -67,10 +72,10 @@ def test_passing_gate_writes_int8_and_the_runtime_loads_it(fresh_bundle, calib_s
     quantize_module.quantize_graph = refuse
     try:
         again = quantize_bundle(fresh_bundle, calib_synth / "videos" / "train", calib_synth / "test.csv",
-                                gate=RANDOM_WEIGHTS, log=lambda m: None)
+                                calib_synth / "train.csv", gate=RANDOM_WEIGHTS, log=lambda m: None)
     finally:
         quantize_module.quantize_graph = original
-    assert again["bundle_id"] == manifest["bundle_id"]
+    assert again.bundle_id == manifest.bundle_id
 
 
 def _corrupt_weight_scales(path):
@@ -123,6 +128,21 @@ def test_gate_refuses_a_quantized_layernorm_with_a_poisoned_range(fresh_bundle, 
     assert _snapshot(fresh_bundle) == before
 
 
+def test_text_encoder_stays_fp32_without_calibration_captions(fresh_bundle, calib_synth):
+    # A video folder gives no captions; calibration texts that are all held-out captions are dropped (the gate's
+    # judges never calibrate): either way the text encoder stays FP32, said in a warning and in the manifest.
+    for texts in (None, calib_synth / "test.csv"):
+        messages = []
+        manifest = quantize_bundle(fresh_bundle, calib_synth / "videos" / "train", calib_synth / "test.csv", texts,
+                                   gate=RANDOM_WEIGHTS, force=True, log=messages.append)
+        assert manifest.graphs["int8"]["text_encoder"] == "fp32/text_encoder.onnx"
+        assert manifest.graphs["int8"]["video_encoder"] == "int8/video_encoder.onnx"
+        assert manifest.validation.int8_gate["text_encoder"]["precision"] == "fp32"
+        assert not (fresh_bundle / "int8" / "text_encoder.onnx").exists()
+        assert any("text encoder stays FP32" in m for m in messages)
+    assert Retriever.load(fresh_bundle, backend="onnxruntime-cpu", precision="int8").self_check() is None
+
+
 def test_retrieval_threshold_is_enforced(fresh_bundle, calib_synth):
     # A negative allowed drop demands that INT8 beat FP32: impossible when they agree, so the gate must refuse.
     with pytest.raises(GateFailed, match=r"FAIL  t2v R@1 drop \(points\): 0\.0 \(threshold <= -5"):
@@ -135,7 +155,7 @@ def test_captions_only_splits_calibration_and_held_out(fresh_bundle, calib_synth
     messages = []
     manifest = quantize_bundle(fresh_bundle, None, calib_synth / "test.csv", gate=RANDOM_WEIGHTS,
                                log=messages.append)
-    figures = manifest["validation"]["int8_gate"]
+    figures = manifest.validation.int8_gate
     assert figures["calibration"]["clips"] == 8 and figures["held_out"]["videos"] == 8
     assert "halves" in figures["split"] and any("first 8 videos" in m for m in messages)
 
@@ -152,7 +172,7 @@ def test_overlapping_and_corrupt_calibration_videos_are_left_out_and_counted(fre
     held_out.write_text((calib_synth / "test.csv").read_text())
     messages = []
     manifest = quantize_bundle(fresh_bundle, folder, held_out, gate=RANDOM_WEIGHTS, log=messages.append)
-    calibration = manifest["validation"]["int8_gate"]["calibration"]
+    calibration = manifest.validation.int8_gate["calibration"]
     assert calibration["overlap_excluded"] == 16 and calibration["candidates"] == 13
     assert calibration["clips"] == 12 and calibration["skipped"] == 1
     assert calibration["skipped_files"][0].endswith("zz-corrupt.mp4")
@@ -167,7 +187,7 @@ def test_missing_captions_and_empty_folder_are_clear_errors(fresh_bundle, calib_
     empty.mkdir()
     with pytest.raises(CalibrationDataError, match="empty_calibration_folder"):
         quantize_bundle(fresh_bundle, empty, calib_synth / "test.csv", log=lambda m: None)
-    assert "int8" not in load_bundle(fresh_bundle).manifest["graphs"]
+    assert "int8" not in load_bundle(fresh_bundle).manifest.graphs
 
 
 def test_build_engines_cli_int8_end_to_end(tiny_checkpoint, tiny_fp32_bundle, calib_synth, tmp_path, monkeypatch):
@@ -181,9 +201,10 @@ def test_build_engines_cli_int8_end_to_end(tiny_checkpoint, tiny_fp32_bundle, ca
     out = tmp_path / "cli_bundle"
     shutil.copytree(tiny_fp32_bundle, out)  # same checkpoint and options: the export step is up to date
     args = ["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--precision", "fp32,int8",
-            "--calib-videos", str(calib_synth / "videos" / "train"), "--calib-captions", str(calib_synth / "test.csv")]
+            "--calib-videos", str(calib_synth / "videos" / "train"), "--calib-captions", str(calib_synth / "test.csv"),
+            "--calib-texts", str(calib_synth / "train.csv")]
     assert main(args) == EXIT_OK
-    assert load_bundle(out).manifest["graphs"]["int8"] == INT8_GRAPHS
+    assert load_bundle(out).manifest.graphs["int8"] == INT8_GRAPHS
     assert main(args[:6] + ["--calib-videos", str(tmp_path / "nowhere"),
                             "--calib-captions", str(calib_synth / "test.csv")]) == EXIT_INPUT
 
@@ -199,11 +220,11 @@ def test_build_engines_cli_int8_end_to_end(tiny_checkpoint, tiny_fp32_bundle, ca
     shutil.copytree(tiny_fp32_bundle, fresh)
     args[3] = str(fresh)
     assert main(args) == EXIT_GATE
-    assert "int8" not in load_bundle(fresh).manifest["graphs"]
+    assert "int8" not in load_bundle(fresh).manifest.graphs
 
 
 def test_int8_tolerance_is_kept_when_it_fits_and_raised_with_a_margin_otherwise():
-    from hbci.calibration.gate import _int8_tolerance
+    from hbci.calibration.gate import int8_tolerance
 
-    assert _int8_tolerance(0.25, {"max_abs_diff": {"a": 0.1, "b": 0.2}}) == 0.25
-    assert _int8_tolerance(0.25, {"max_abs_diff": {"a": 0.3521}}) == 0.45   # 1.25 x 0.3521 = 0.4401, rounded up
+    assert int8_tolerance(0.25, {"max_abs_diff": {"a": 0.1, "b": 0.2}}) == 0.25
+    assert int8_tolerance(0.25, {"max_abs_diff": {"a": 0.3521}}) == 0.45   # 1.25 x 0.3521 = 0.4401, rounded up

@@ -1,4 +1,9 @@
-"""Dataset loaders on the real annotation files (and excerpts) in shared/material, with tiny generated videos.
+"""Dataset loaders on annotation files in the real formats, with tiny generated videos.
+
+Every test that reads annotation files runs on two sets: tests/data/annotations (ours, in the repository: stand-ins
+of the same shape for the files we may not redistribute, and the BSD-2-Clause DiDeMo excerpt; see
+tests/data/SOURCES.md) and, where it exists, the real files in ../shared/material/annotations. Facts that differ
+between the two (ids, a caption) are in `ANNOTATION_SETS`.
 
 Each test builds the dataset's root layout in tmp_path: real files are symlinked under the names the loaders
 expect, full files we do not have are generated for the ids of the real ones, and videos are one small mp4v clip
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,10 +26,40 @@ import pytest
 from hbci.datasets import DATASETS, VideoItem, check_videos, load_split
 from hbci.runtime.errors import DatasetError
 
-ANNOTATIONS = Path(__file__).resolve().parents[2].parent / "shared/material/annotations"
-pytestmark = pytest.mark.skipif(not ANNOTATIONS.is_dir(), reason=f"shared annotations not found at {ANNOTATIONS}")
-
 NUM_FRAMES = 8
+
+
+@dataclass(frozen=True)
+class AnnotationSet:
+    root: Path
+    anet_ids: tuple[str, ...]      # the ActivityNet excerpt's video ids, in file order
+    anet_first_caption: str        # the first video's sentences joined
+    msvd_first_test_id: str
+    msvd_excerpt_ids: tuple[str, ...]
+
+
+ANNOTATION_SETS = {
+    "ours": AnnotationSet(
+        Path(__file__).resolve().parents[1] / "data" / "annotations",
+        ("v_bGHTFni16iu", "v_KKIeRy35vh6", "v_T_JqFBGsd2T", "v_kDClzemaRQ-"),
+        "A player dances on a stage on the street. A cyclist rides a bike near a river. A teacher swims in a lake on "
+        "the street.",
+        "PE2yL7Q3L9L_33_46", ("NtRx1jjXzhQ_169_173", "kXmwCpuvFJg_183_202", "DP0_SAFYi4C_3_19")),
+    "shared": AnnotationSet(
+        Path(),  # the external folder, resolved by the `ann` fixture
+        ("v_uqiMw7tQ1Cc", "v_bXdq2zI1Ms0", "v_FsS_NCZEfaI", "v_K6Tm5xHkJ5c"),
+        "A weight lifting tutorial is given. The coach helps the guy in red with the proper body placement and "
+        "lifting technique.",
+        "eyhzdC936uk_15_27", ("-4wsuPCjDBc_5_15", "-7KMZQEsJW4_205_208", "-8y1Q0rA3n8_108_115")),
+}
+
+
+@pytest.fixture(scope="module", params=list(ANNOTATION_SETS))
+def ann(request) -> AnnotationSet:
+    found = ANNOTATION_SETS[request.param]
+    if request.param == "shared":  # skips, saying so in the summary, where the folder is absent
+        found = replace(found, root=request.getfixturevalue("shared_material") / "annotations")
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +102,8 @@ def test_unknown_split_names_the_known_ones(tmp_path):
 
 # --- MSR-VTT ------------------------------------------------------------------------------------------------------
 
-MSRVTT = ANNOTATIONS / "msrvtt"
-
-
-def test_msrvtt_test_1k_is_the_jsfusion_csv(tmp_path):
+def test_msrvtt_test_1k_is_the_jsfusion_csv(tmp_path, ann):
+    MSRVTT = ann.root / "msrvtt"
     link(tmp_path, "MSRVTT_JSFUSION_test.csv", MSRVTT / "MSRVTT_JSFUSION_test.csv")
     items = load_split("msrvtt", tmp_path, "test-1k")  # no MSRVTT_data.json needed for the test split
     lines = (MSRVTT / "MSRVTT_JSFUSION_test.csv").read_text(encoding="utf-8").splitlines()
@@ -82,7 +116,8 @@ def test_msrvtt_test_1k_is_the_jsfusion_csv(tmp_path):
     assert items[0].path == tmp_path / "videos" / "video9770.mp4"
 
 
-def test_msrvtt_webm_fallback(tmp_path, clip_bytes):
+def test_msrvtt_webm_fallback(tmp_path, clip_bytes, ann):
+    MSRVTT = ann.root / "msrvtt"
     link(tmp_path, "MSRVTT_JSFUSION_test.csv", MSRVTT / "MSRVTT_JSFUSION_test.csv")
     videos = tmp_path / "videos"
     put_videos(videos, ["video9770.webm", "video9771.mp4", "video9771.webm"], clip_bytes)
@@ -115,7 +150,8 @@ def _csv_ids(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("split, head", [("train-9k", "MSRVTT_train.9k.head20.csv"),
                                          ("train-7k", "MSRVTT_train.7k.head20.csv")])
-def test_msrvtt_train_collects_all_captions_in_sen_id_order(tmp_path, split, head):
+def test_msrvtt_train_collects_all_captions_in_sen_id_order(tmp_path, split, head, ann):
+    MSRVTT = ann.root / "msrvtt"
     ids_9k = _csv_ids(MSRVTT / "MSRVTT_train.9k.head20.csv")
     ids_7k = _csv_ids(MSRVTT / "MSRVTT_train.7k.head20.csv")
     link(tmp_path, "MSRVTT_train.9k.csv", MSRVTT / "MSRVTT_train.9k.head20.csv")
@@ -129,7 +165,8 @@ def test_msrvtt_train_collects_all_captions_in_sen_id_order(tmp_path, split, hea
         assert item.extra["sen_ids"] == sorted(item.extra["sen_ids"])
 
 
-def test_msrvtt_options_point_elsewhere(tmp_path):
+def test_msrvtt_options_point_elsewhere(tmp_path, ann):
+    MSRVTT = ann.root / "msrvtt"
     ids = _csv_ids(MSRVTT / "MSRVTT_train.9k.head20.csv")
     elsewhere = tmp_path / "annotations"
     elsewhere.mkdir()
@@ -143,7 +180,8 @@ def test_msrvtt_options_point_elsewhere(tmp_path):
                       train_9k_csv=bom, video_dir="all") == items
 
 
-def test_msrvtt_train_video_without_captions_is_warned(tmp_path):
+def test_msrvtt_train_video_without_captions_is_warned(tmp_path, ann):
+    MSRVTT = ann.root / "msrvtt"
     link(tmp_path, "MSRVTT_train.9k.csv", MSRVTT / "MSRVTT_train.9k.head20.csv")
     ids = _csv_ids(MSRVTT / "MSRVTT_train.9k.head20.csv")
     _msrvtt_json(tmp_path / "MSRVTT_data.json", ids[:17])
@@ -154,7 +192,8 @@ def test_msrvtt_train_video_without_captions_is_warned(tmp_path):
     assert all(video_id in messages[0] for video_id in ids[17:])
 
 
-def test_msrvtt_errors_name_the_file_and_row(tmp_path):
+def test_msrvtt_errors_name_the_file_and_row(tmp_path, ann):
+    MSRVTT = ann.root / "msrvtt"
     with pytest.raises(DatasetError, match="MSRVTT_JSFUSION_test.csv: MSR-VTT test csv not found"):
         load_split("msrvtt", tmp_path, "test-1k")
     link(tmp_path, "MSRVTT_train.9k.csv", MSRVTT / "MSRVTT_train.9k.head20.csv")
@@ -175,16 +214,17 @@ def test_msrvtt_errors_name_the_file_and_row(tmp_path):
 
 # --- DiDeMo -------------------------------------------------------------------------------------------------------
 
-DIDEMO_JSON = ANNOTATIONS / "didemo" / "test_data.excerpt3videos.json"
+DIDEMO_JSON = "didemo/test_data.excerpt3videos.json"  # the same file in both sets
 M4V = "26292851@N04_4253489686_265c3c8051.m4v"
 MPG = "51035693821@N01_7071386095_a7350f43e0.mpg"
 AVI = "65430553@N08_7599657594_57ef62657c.avi"
 
 
-def test_didemo_one_paragraph_per_video_in_json_order(tmp_path):
-    link(tmp_path, "test_data.json", DIDEMO_JSON)
+def test_didemo_one_paragraph_per_video_in_json_order(tmp_path, ann):
+    DIDEMO = ann.root / DIDEMO_JSON
+    link(tmp_path, "test_data.json", DIDEMO)
     items = load_split("didemo", tmp_path, "test")
-    records = json.loads(DIDEMO_JSON.read_text(encoding="utf-8"))
+    records = json.loads(DIDEMO.read_text(encoding="utf-8"))
     assert [item.video_id for item in items] == [M4V, MPG, AVI]  # first-seen order; the json interleaves them
     assert all(len(item.captions) == 1 for item in items)
     for item in items:
@@ -198,8 +238,8 @@ def test_didemo_one_paragraph_per_video_in_json_order(tmp_path):
     assert (items[0].start, items[0].end) == (None, None)  # the paragraph is about the whole video
 
 
-def test_didemo_video_names(tmp_path, clip_bytes):
-    link(tmp_path, "val_data.json", DIDEMO_JSON)
+def test_didemo_video_names(tmp_path, clip_bytes, ann):
+    link(tmp_path, "val_data.json", ann.root / DIDEMO_JSON)
     videos = tmp_path / "videos"
     # AWS download script naming, the exact Flickr name, and a re-encoded copy under a new extension.
     put_videos(videos, [M4V + ".mp4", MPG, AVI[: -len(".avi")] + ".mp4"], clip_bytes)
@@ -210,10 +250,10 @@ def test_didemo_video_names(tmp_path, clip_bytes):
     assert load_split("didemo", tmp_path, "val")[1].path == videos / MPG  # missing: reported under its json name
 
 
-def test_didemo_errors(tmp_path):
+def test_didemo_errors(tmp_path, ann):
     with pytest.raises(DatasetError, match=r"train_data\.json: DiDeMo annotation json not found"):
         load_split("didemo", tmp_path, "train")
-    records = json.loads(DIDEMO_JSON.read_text(encoding="utf-8"))
+    records = json.loads((ann.root / DIDEMO_JSON).read_text(encoding="utf-8"))
     del records[5]["video"]
     (tmp_path / "test_data.json").write_text(json.dumps(records))
     with pytest.raises(DatasetError, match=r"test_data\.json: record 5 \(annotation_id 1414\): missing .*'video'"):
@@ -225,11 +265,7 @@ def test_didemo_errors(tmp_path):
 
 # --- ActivityNet Captions -----------------------------------------------------------------------------------------
 
-ANET = ANNOTATIONS / "activitynet"
-ANET_EXCERPT_IDS = ["v_uqiMw7tQ1Cc", "v_bXdq2zI1Ms0", "v_FsS_NCZEfaI", "v_K6Tm5xHkJ5c"]
-
-
-def _uncaptioned_ids() -> list[str]:
+def _uncaptioned_ids(ANET: Path) -> list[str]:
     """Real val ids from val_ids.head10.json; none of them is in the 4-video excerpt of val_1.json."""
     ids = json.loads((ANET / "val_ids.head10.json").read_text(encoding="utf-8"))[:3]
     excerpt = json.loads((ANET / "val_1.excerpt4.json").read_text(encoding="utf-8"))
@@ -237,45 +273,46 @@ def _uncaptioned_ids() -> list[str]:
     return ids
 
 
-def test_activitynet_paragraphs_prefix_both_ways_and_uncaptioned_ids(tmp_path, clip_bytes):
+def test_activitynet_paragraphs_prefix_both_ways_and_uncaptioned_ids(tmp_path, clip_bytes, ann):
+    ANET, ids = ann.root / "activitynet", ann.anet_ids
     link(tmp_path, "val_1.json", ANET / "val_1.excerpt4.json")
-    missing = _uncaptioned_ids()
+    missing = _uncaptioned_ids(ANET)
     # Ids with and without "v_", and ids without captions interleaved (as in the real 4926-id val_ids.json).
-    listed = ["v_uqiMw7tQ1Cc", missing[0], "bXdq2zI1Ms0", "FsS_NCZEfaI", missing[1], "v_K6Tm5xHkJ5c",
-              missing[2][2:]]
+    listed = [ids[0], missing[0], ids[1][2:], ids[2][2:], missing[1], ids[3], missing[2][2:]]
     (tmp_path / "val_ids.json").write_text(json.dumps(listed))
     videos = tmp_path / "videos"
-    put_videos(videos, ["v_uqiMw7tQ1Cc.mp4", "bXdq2zI1Ms0.mp4", "FsS_NCZEfaI.mkv"], clip_bytes)
+    put_videos(videos, [f"{ids[0]}.mp4", f"{ids[1][2:]}.mp4", f"{ids[2][2:]}.mkv"], clip_bytes)
     messages, warn = collect()
     items = load_split("activitynet", tmp_path, "val", warn=warn)
 
-    assert [item.video_id for item in items] == ANET_EXCERPT_IDS  # named by the caption json's key
+    assert [item.video_id for item in items] == list(ids)  # named by the caption json's key
     assert len(messages) == 1 and "3 of 7 ids" in messages[0] and "have no captions" in messages[0]
     assert all(i in messages[0] for i in [missing[0], missing[1], missing[2][2:]])
-    assert items[0].captions == ("A weight lifting tutorial is given. The coach helps the guy in red with the "
-                                 "proper body placement and lifting technique.",)
+    assert items[0].captions == (ann.anet_first_caption,)
     excerpt = json.loads((ANET / "val_1.excerpt4.json").read_text(encoding="utf-8"))
     for item in items:
         sentences = excerpt[item.video_id]["sentences"]
         assert item.captions == (" ".join(s.strip() for s in sentences),)
         assert item.extra["duration"] == excerpt[item.video_id]["duration"]
-    assert any(s.startswith(" ") for s in excerpt["v_bXdq2zI1Ms0"]["sentences"])  # the case being tested
-    assert [item.path for item in items] == [videos / "v_uqiMw7tQ1Cc.mp4", videos / "bXdq2zI1Ms0.mp4",
-                                             videos / "FsS_NCZEfaI.mkv", videos / "v_K6Tm5xHkJ5c.mp4"]
+    assert any(s.startswith(" ") for s in excerpt[ids[1]]["sentences"])  # the case being tested
+    assert [item.path for item in items] == [videos / f"{ids[0]}.mp4", videos / f"{ids[1][2:]}.mp4",
+                                             videos / f"{ids[2][2:]}.mkv", videos / f"{ids[3]}.mp4"]
 
 
-def test_activitynet_caption_keys_without_prefix(tmp_path):
-    excerpt = json.loads((ANET / "val_1.excerpt4.json").read_text(encoding="utf-8"))
+def test_activitynet_caption_keys_without_prefix(tmp_path, ann):
+    ids = list(ann.anet_ids)
+    excerpt = json.loads((ann.root / "activitynet" / "val_1.excerpt4.json").read_text(encoding="utf-8"))
     (tmp_path / "train.json").write_text(json.dumps({k[2:]: v for k, v in excerpt.items()}))
-    (tmp_path / "train_ids.json").write_text(json.dumps(ANET_EXCERPT_IDS + ["uqiMw7tQ1Cc"]))  # one repeated
+    (tmp_path / "train_ids.json").write_text(json.dumps(ids + [ids[0][2:]]))  # one repeated
     messages, warn = collect()
     items = load_split("activitynet", tmp_path, "train", warn=warn)
-    assert [item.video_id for item in items] == [i[2:] for i in ANET_EXCERPT_IDS]
+    assert [item.video_id for item in items] == [i[2:] for i in ids]
     assert len(messages) == 1 and "1 of 5 ids are repeated" in messages[0]
-    assert items[0].path == tmp_path / "videos" / "uqiMw7tQ1Cc.mp4"
+    assert items[0].path == tmp_path / "videos" / f"{ids[0][2:]}.mp4"
 
 
-def test_activitynet_errors(tmp_path):
+def test_activitynet_errors(tmp_path, ann):
+    ANET = ann.root / "activitynet"
     with pytest.raises(DatasetError, match=r"val_ids\.json: ActivityNet ids file not found"):
         load_split("activitynet", tmp_path, "val")
     link(tmp_path, "val_ids.json", ANET / "val_ids.head10.json")
@@ -295,10 +332,7 @@ def test_activitynet_errors(tmp_path):
 
 # --- MSVD ---------------------------------------------------------------------------------------------------------
 
-MSVD = ANNOTATIONS / "msvd"
-
-
-def _msvd_root(tmp_path: Path, cover: int | None = None) -> tuple[list[str], dict[str, list[str]]]:
+def _msvd_root(MSVD: Path, tmp_path: Path, cover: int | None = None) -> tuple[list[str], dict[str, list[str]]]:
     """Real test_list.txt; captions_msvd.json = the real 3-clip excerpt plus stand-in captions for the first
     `cover` test clips (all by default), 21 to 81 each as in the real test split."""
     link(tmp_path, "test_list.txt", MSVD / "test_list.txt")
@@ -311,29 +345,29 @@ def _msvd_root(tmp_path: Path, cover: int | None = None) -> tuple[list[str], dic
     return test_ids, captions
 
 
-def test_msvd_test_list_yields_its_670_clips_with_all_captions(tmp_path):
-    test_ids, captions = _msvd_root(tmp_path)
+def test_msvd_test_list_yields_its_670_clips_with_all_captions(tmp_path, ann):
+    test_ids, captions = _msvd_root(ann.root / "msvd", tmp_path)
     items = load_split("msvd", tmp_path, "test", warn=pytest.fail)
     assert len(test_ids) == 670 and [item.video_id for item in items] == test_ids
     assert all(item.captions == tuple(captions[item.video_id]) for item in items)
-    assert items[0].path == tmp_path / "videos" / "eyhzdC936uk_15_27.avi"
+    assert items[0].path == tmp_path / "videos" / f"{ann.msvd_first_test_id}.avi"
 
 
-def test_msvd_excerpt_clips_carry_every_caption_in_order(tmp_path, clip_bytes):
-    _msvd_root(tmp_path, cover=0)
+def test_msvd_excerpt_clips_carry_every_caption_in_order(tmp_path, clip_bytes, ann):
+    MSVD, ids = ann.root / "msvd", ann.msvd_excerpt_ids
+    _msvd_root(MSVD, tmp_path, cover=0)
     excerpt = json.loads((MSVD / "captions_msvd.excerpt3.json").read_text(encoding="utf-8"))
     (tmp_path / "val_list.txt").write_text("\n".join(excerpt) + "\n\n")
-    put_videos(tmp_path / "videos", ["-4wsuPCjDBc_5_15.avi", "-7KMZQEsJW4_205_208.mp4"], clip_bytes)
+    put_videos(tmp_path / "videos", [f"{ids[0]}.avi", f"{ids[1]}.mp4"], clip_bytes)
     items = load_split("msvd", tmp_path, "val")
     assert [item.video_id for item in items] == list(excerpt)
     assert [len(item.captions) for item in items] == [29, 42, 32]
     assert all(item.captions == tuple(excerpt[item.video_id]) for item in items)
-    assert [item.path.name for item in items] == ["-4wsuPCjDBc_5_15.avi", "-7KMZQEsJW4_205_208.mp4",
-                                                  "-8y1Q0rA3n8_108_115.avi"]
+    assert [item.path.name for item in items] == [f"{ids[0]}.avi", f"{ids[1]}.mp4", f"{ids[2]}.avi"]
 
 
-def test_msvd_clips_without_captions_are_warned_and_counted(tmp_path):
-    test_ids, _ = _msvd_root(tmp_path, cover=667)
+def test_msvd_clips_without_captions_are_warned_and_counted(tmp_path, ann):
+    test_ids, _ = _msvd_root(ann.root / "msvd", tmp_path, cover=667)
     messages, warn = collect()
     items = load_split("msvd", tmp_path, "test", warn=warn)
     assert len(items) == 667
@@ -341,7 +375,8 @@ def test_msvd_clips_without_captions_are_warned_and_counted(tmp_path):
     assert all(clip_id in messages[0] for clip_id in test_ids[667:])
 
 
-def test_msvd_errors(tmp_path):
+def test_msvd_errors(tmp_path, ann):
+    MSVD = ann.root / "msvd"
     with pytest.raises(DatasetError, match=r"train_list\.txt: MSVD split list not found"):
         load_split("msvd", tmp_path, "train")
     link(tmp_path, "test_list.txt", MSVD / "test_list.txt")
@@ -361,8 +396,8 @@ def test_msvd_errors(tmp_path):
 
 # --- check_videos and decoding ------------------------------------------------------------------------------------
 
-def test_check_videos_missing_is_fatal_or_skipped_and_counted(tmp_path, clip_bytes):
-    link(tmp_path, "test_data.json", DIDEMO_JSON)
+def test_check_videos_missing_is_fatal_or_skipped_and_counted(tmp_path, clip_bytes, ann):
+    link(tmp_path, "test_data.json", ann.root / DIDEMO_JSON)
     put_videos(tmp_path / "videos", [M4V, AVI], clip_bytes)
     items = load_split("didemo", tmp_path, "test")
     with pytest.raises(DatasetError) as err:
@@ -375,11 +410,11 @@ def test_check_videos_missing_is_fatal_or_skipped_and_counted(tmp_path, clip_byt
     assert len(messages) == 1 and "1 of 3 videos are missing" in messages[0] and "skipped" in messages[0]
 
 
-def test_generated_videos_decode_through_decode_clips(tmp_path, clip_bytes):
+def test_generated_videos_decode_through_decode_clips(tmp_path, clip_bytes, ann):
     pytest.importorskip("torch")
     from hbci.data import decode_clips
 
-    link(tmp_path, "MSRVTT_JSFUSION_test.csv", MSRVTT / "MSRVTT_JSFUSION_test.csv")
+    link(tmp_path, "MSRVTT_JSFUSION_test.csv", ann.root / "msrvtt" / "MSRVTT_JSFUSION_test.csv")
     put_videos(tmp_path / "videos", ["video9770.mp4", "video9771.webm"], clip_bytes)
     items: list[VideoItem] = check_videos(load_split("msrvtt", tmp_path, "test-1k"), skip_missing=True,
                                           warn=lambda _: None)

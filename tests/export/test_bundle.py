@@ -40,7 +40,7 @@ def test_fp16_graphs_keep_fp32_io_and_layernorm(tiny_bundle):
 
 def test_manifest_records_differences_at_untraced_batch_sizes(tiny_bundle):
     manifest = load_bundle(tiny_bundle).manifest
-    diffs = manifest["validation"]["max_abs_diff_vs_torch"]
+    diffs = manifest.validation.max_abs_diff_vs_torch
     for graph in ("video_encoder", "text_encoder", "bci_scorer"):
         assert set(diffs["fp32"][graph]) == {"1", "3"}
         assert max(diffs["fp32"][graph].values()) < 1e-4
@@ -59,7 +59,7 @@ def test_runtime_retrieval_equals_torch(tiny_bundle, tiny_checkpoint, data_confi
     for a, b in ((scores, torch_scores), (scores.T, torch_scores.T)):
         ra, rb = ranks(a, np.arange(len(a)) if a.shape[0] == a.shape[1] else None), ranks(b)
         assert (ra == rb).mean() == 1.0
-    retrieval = load_bundle(tiny_bundle).manifest["validation"]["retrieval"]
+    retrieval = load_bundle(tiny_bundle).manifest.validation.retrieval
     for direction in ("t2v", "v2t"):
         for k in ("R@1", "R@5", "R@10"):
             assert retrieval["fp32"][direction][k] == retrieval["torch"][direction][k]
@@ -67,9 +67,9 @@ def test_runtime_retrieval_equals_torch(tiny_bundle, tiny_checkpoint, data_confi
 
 
 def test_score_statistics_and_thresholds_are_recorded(tiny_bundle):
-    stats = load_bundle(tiny_bundle).manifest["score_stats"]
-    assert stats["positive"]["n"] == 40 and stats["negative"]["n"] == 40 * 39
-    assert stats["threshold"]["off"] <= stats["threshold"]["on"]
+    stats = load_bundle(tiny_bundle).manifest.score_stats
+    assert stats.positive["n"] == 40 and stats.negative["n"] == 40 * 39
+    assert stats.threshold.off <= stats.threshold.on
 
 
 def test_tampered_file_is_refused_naming_it(tiny_bundle, tmp_path):

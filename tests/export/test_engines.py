@@ -53,8 +53,7 @@ def test_engines_build_and_match_onnxruntime(tiny_bundle):
     built = build_engines(bundle, ["fp32"], log=print)
     from hbci.runtime.backends import OrtBackend, TensorRTBackend
 
-    with np.load(bundle.golden_path) as golden:
-        feeds = {k.split("/")[-1]: golden[k] for k in golden.files if k.startswith("video_encoder/in/")}
+    feeds = bundle.golden().inputs["video_encoder"]
     trt = TensorRTBackend(bundle.root / built["fp32"]["video_encoder"]).run(feeds)
     ort = OrtBackend(bundle.graph_path("video_encoder", "fp32"), ["CPUExecutionProvider"]).run(feeds)
     assert max(float(np.abs(trt[n] - ort[n]).max()) for n in ort) < 1e-2

@@ -10,8 +10,6 @@ import pytest
 
 from hbci.runtime.demo import BUNDLE_DIR
 
-MEDIA = Path(__file__).resolve().parents[2].parent / "shared/material/media"
-
 
 def shipped_bundle() -> Path | None:
     return BUNDLE_DIR if (BUNDLE_DIR / "manifest.json").is_file() else None

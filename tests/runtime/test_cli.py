@@ -1,5 +1,5 @@
-"""Tests for runtime/cli.py (`hbci-run`) in subprocesses: exit codes, never a traceback (every shared media file
-included), a missing camera within 2 s, signals drain, no torch anywhere in the runtime path, the demo."""
+"""Tests for runtime/cli.py (`hbci-run`) in subprocesses: exit codes, never a traceback (every media file included:
+ours in tests/data/media and the external ones where present), a missing camera within 2 s, signals drain, no torch anywhere in the runtime path, the demo."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from pathlib import Path
 
 import cv2
 import pytest
+from material import DATA_MEDIA, EXTERNAL_MEDIA, EXTERNAL_REASON, MEDIA_FACTS, external_media
 
 from hbci.runtime.cli import EXIT_CODES
 
-MEDIA = Path(__file__).resolve().parents[2].parent / "shared/material/media"
-MEDIA_FILES = sorted(p.name for p in MEDIA.iterdir()) if MEDIA.is_dir() else []
+MEDIA_FILES = [pytest.param(DATA_MEDIA / name, id=f"data-{name}") for name in sorted(MEDIA_FACTS)]
+MEDIA_FILES += [pytest.param(EXTERNAL_MEDIA / name, id=f"external-{name}") for name in external_media()] or [
+    pytest.param(None, marks=pytest.mark.skip(reason=EXTERNAL_REASON), id="external")]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
@@ -36,10 +38,9 @@ def events_of(result) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-@pytest.mark.skipif(not MEDIA_FILES, reason=f"shared media folder {MEDIA} is missing")
-@pytest.mark.parametrize("name", MEDIA_FILES)
-def test_every_shared_media_file_runs_cleanly(runtime_bundle, name):
-    result = hbci_run("--bundle", runtime_bundle, "--video", MEDIA / name, "--query", "a person cooks",
+@pytest.mark.parametrize("path", MEDIA_FILES)
+def test_every_media_file_runs_cleanly(runtime_bundle, path):
+    result = hbci_run("--bundle", runtime_bundle, "--video", path, "--query", "a person cooks",
                       "--query", "a man cleans a swimming pool", "--stride", "1", *threshold_args(runtime_bundle))
     assert "Traceback" not in result.stderr
     assert result.returncode in (0, 4), result.stderr[-2000:]

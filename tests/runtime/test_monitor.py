@@ -3,13 +3,15 @@ smoothing, hysteresis events, live skipping, short files, thresholds from the ma
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from hbci.runtime.errors import ConfigError, QueryError
-from hbci.runtime.monitor import Monitor, default_thresholds
+from hbci.runtime.bundle import Manifest, ScoreStats, default_thresholds
+from hbci.runtime.monitor import Monitor
 from hbci.runtime.sources import Frame, open_source
 from hbci.runtime.video import load_clip
 from hbci.synth import random_spec, render_clip, write_video
@@ -18,10 +20,9 @@ from hbci.synth import random_spec, render_clip, write_video
 class FakeRetriever:
     """Scores come from a script: window w scores script[w] (one value per query)."""
 
-    def __init__(self, script=None, num_frames=4, image_size=8, manifest=None):
+    def __init__(self, script=None, num_frames=4, image_size=8, thresholds=None):
         self.script = [np.atleast_1d(np.asarray(s, float)) for s in (script or [])]
-        self.bundle = SimpleNamespace(num_frames=num_frames, image_size=image_size,
-                                      manifest=manifest if manifest is not None else {})
+        self.bundle = SimpleNamespace(num_frames=num_frames, image_size=image_size, thresholds=thresholds)
         self.bundle_id = "fake"
         self.calls, self.encoded = 0, []
 
@@ -126,9 +127,11 @@ def test_live_source_skips_to_the_newest_window():
 
 
 def test_thresholds_default_to_the_manifest_and_are_checked():
-    stats = {"score_stats": {"threshold": {"on": 0.4, "off": 0.3, "f1": 0.9}}}
-    assert default_thresholds(stats) == (0.4, 0.3) and default_thresholds({}) is None
-    m = Monitor(FakeRetriever(manifest=stats), ["q"])
+    manifest = Manifest(num_frames=4, max_words=16, image_size=8, mean=(0, 0, 0), std=(1, 1, 1), graphs={})
+    stats = ScoreStats.from_dict({"threshold": {"on": 0.4, "off": 0.3, "f1": 0.9}})
+    calibrated = dataclasses.replace(manifest, score_stats=stats)
+    assert default_thresholds(calibrated) == (0.4, 0.3) and default_thresholds(manifest) is None
+    m = Monitor(FakeRetriever(thresholds=calibrated.thresholds), ["q"])
     assert (m.threshold_on, m.threshold_off) == (0.4, 0.3)
     with pytest.raises(ConfigError, match="calibrated"):
         Monitor(FakeRetriever(), ["q"])
@@ -164,3 +167,55 @@ def _precision(bundle) -> str:
 
     precisions = load_bundle(bundle, verify_hashes=False).precisions
     return "fp32" if "fp32" in precisions else precisions[0]
+
+
+class ByTextRetriever(FakeRetriever):
+    """Scores by query text: window w of query q scores script[q][w]."""
+
+    def encode_text(self, texts):
+        self.calls += 1
+        return {"text": np.array(texts, dtype=object)}
+
+    def score(self, text, video):
+        return np.array([[self.script_by_text[q][w] for w in video["w"]] for q in text["text"]], np.float32)
+
+
+def test_queries_added_and_removed_while_running():
+    retriever = ByTextRetriever()
+    retriever.script_by_text = {"a": [0.9] * 8, "b": [0.0, 0.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]}
+    m = Monitor(retriever, ["a"], window=1.0, stride=1.0, threshold_on=0.5, threshold_off=0.5, batch=1)
+    events = []
+    for event in m.run(FakeSource(8 * 8)):  # windows 0..7
+        events.append(event)
+        if event["event"] == "start" and event["query"] == "a":
+            b = m.add_query("b")  # from window 1 on
+        if event["event"] == "start" and event["query"] == "b":
+            m.remove_query(0)  # "a" has an open event: it ends with reason "removed"
+    assert [(e["event"], e["query"], e.get("reason")) for e in events] == [
+        ("start", "a", None), ("start", "b", None), ("end", "a", "removed"), ("end", "b", "stream_end")]
+    assert b == 1 and events[1]["query_index"] == 1 and events[1]["time"] == 2.875
+    assert m.query_list() == [(1, "b")] and m.queries == ["b"] and retriever.calls == 2
+    with pytest.raises(KeyError):
+        m.remove_query(0)
+
+
+def test_a_monitor_may_start_without_queries_when_asked():
+    m = Monitor(ByTextRetriever(), [], threshold_on=0.5, require_queries=False)
+    assert list(m.run(FakeSource(8 * 4))) == [] and m.stats.windows > 0
+
+
+def test_stream_windows_of_a_file_are_the_windows_of_its_frame_times(stream_video):
+    """What the archive indexes (stream_windows over a file) is what cut_windows says for the file's frame times."""
+    from hbci.runtime.monitor import stream_windows
+    from hbci.runtime.windows import cut_windows
+
+    path, _ = stream_video
+    with open_source("file", path) as src:
+        times = [frame.time for frame in src]
+    with open_source("file", path) as src:
+        got = [w for batch in stream_windows(src, window=3.0, stride=0.5, num_frames=12, image_size=32, batch=5)
+               for w in batch]
+    expected = cut_windows(times, 3.0, 0.5, 12)
+    assert [(w.index, w.start, w.end, w.count, w.mask.tolist()) for w in got] == \
+        [(s.index, s.start, s.end, s.count, s.mask.tolist()) for s in expected]
+    assert all(w.frames.shape == (12, 32, 32, 3) for w in got)

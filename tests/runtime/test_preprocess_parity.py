@@ -1,13 +1,13 @@
 """Runtime preprocessing equals the training loader's, exactly (tolerance 0: both sides run the same numpy/OpenCV
 code, and this test keeps it that way): hbci.data.decode_clips + frames_to_tensor against Retriever.load_video +
-Retriever.preprocess, on synthetic clips and every shared media file."""
+Retriever.preprocess, on synthetic clips and every decodable media file (ours, and the external ones where present)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
+from material import DATA_MEDIA, EXTERNAL_MEDIA, MEDIA_FACTS
 
 torch = pytest.importorskip("torch", reason="the training loader needs torch")
 
@@ -15,7 +15,6 @@ from hbci.data import decode_clips, frames_to_tensor  # noqa: E402
 from hbci.datasets import VideoItem  # noqa: E402
 from hbci.runtime.retriever import Retriever  # noqa: E402
 
-MEDIA = Path(__file__).resolve().parents[2].parent / "shared/material/media"
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +31,9 @@ def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("parity")
     generate(root, seed=4, n_train=0, n_val=0, n_test=3, frames=24, size=64)
     paths = sorted((root / "videos" / "test").glob("*.mp4"))
-    if MEDIA.is_dir():
-        paths += sorted(MEDIA.iterdir())
+    paths += [DATA_MEDIA / name for name, facts in sorted(MEDIA_FACTS.items()) if not facts.get("error")]
+    if EXTERNAL_MEDIA.is_dir():
+        paths += sorted(EXTERNAL_MEDIA.iterdir())
     return paths
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hbci.runtime.errors import ConfigError, SourceError, VideoError
-from hbci.runtime.sources import Frame, Source, _FrameBuffer, gstreamer_available, open_source
+from hbci.runtime.sources import Frame, Source, FrameBuffer, gstreamer_available, open_source
 from hbci.runtime.video import read_frames_with_times
 from hbci.synth import write_video
 
@@ -79,13 +79,13 @@ def test_max_fps_keeps_a_regular_subset(counter_video):
 
 
 def test_frame_buffer_drop_oldest_and_blocking():
-    ring = _FrameBuffer(3, drop_oldest=True)
+    ring = FrameBuffer(3, drop_oldest=True)
     for i in range(5):
         assert ring.put(Frame(i, i, np.zeros((1, 1, 3), np.uint8), 0.0))
     assert ring.dropped == 2 and [ring.get(0).index for _ in range(3)] == [2, 3, 4]
     assert ring.get(0.01) is None
 
-    queue = _FrameBuffer(1, drop_oldest=False)
+    queue = FrameBuffer(1, drop_oldest=False)
     queue.put(Frame(0, 0, np.zeros((1, 1, 3), np.uint8), 0.0))
     done = threading.Event()
 

@@ -1,4 +1,5 @@
-"""Tests for runtime/video.py: sampling, decoding every shared media file, rotation, errors, preprocessing."""
+"""Tests for runtime/video.py: sampling, decoding every media file (ours in tests/data/media and the external ones
+where present), rotation, errors, preprocessing."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from material import DATA_MEDIA, EXTERNAL_MEDIA, EXTERNAL_REASON, MEDIA_FACTS, external_media
 
 from hbci.runtime.errors import VideoError
 from hbci.runtime.video import (
@@ -17,6 +19,7 @@ from hbci.runtime.video import (
     count_frames,
     load_clip,
     normalize,
+    preprocess,
     read_frames,
     read_frames_with_times,
     read_indices,
@@ -24,9 +27,9 @@ from hbci.runtime.video import (
     sample_indices,
 )
 
-MEDIA = Path(__file__).parents[2].parent / "shared/material/media"
-MEDIA_FILES = sorted(p.name for p in MEDIA.iterdir()) if MEDIA.is_dir() else []
-needs_media = pytest.mark.skipif(not MEDIA.is_dir(), reason=f"shared media folder {MEDIA} is missing")
+MEDIA = EXTERNAL_MEDIA
+MEDIA_FILES = external_media() or [pytest.param(None, marks=pytest.mark.skip(reason=EXTERNAL_REASON), id="external")]
+needs_media = pytest.mark.skipif(not MEDIA.is_dir(), reason=EXTERNAL_REASON)
 
 T = 16
 # Every shared file decodes with OpenCV 5.0 / FFmpeg; none is expected to raise. A file that starts failing is
@@ -96,6 +99,29 @@ def test_every_media_file(name):
     assert frames[mask].any(), "all decoded frames are black"
 
 
+@pytest.mark.parametrize("name", sorted(MEDIA_FACTS))
+def test_every_fixture_file(name):
+    """Our files (tests/data/media): every frame written decodes, in display order and upright, whatever the
+    container claims; damaged files give what survives or one clear VideoError."""
+    facts, path = MEDIA_FACTS[name], DATA_MEDIA / name
+    if facts.get("error"):
+        with pytest.raises(VideoError) as info:
+            read_frames(path, T)
+        assert name in str(info.value) and info.value.reason.startswith(facts["error"])
+        return
+    frames, mask = read_frames(path, 64)
+    n = int(mask.sum())
+    if facts["frames"] is None:  # damaged part way: fewer frames than the container claims, never a padded lie
+        assert 0 < n < facts["claimed_frames"]
+    else:
+        assert n == facts["frames"]
+    assert count_frames(path) == n
+    assert list(frames.shape[1:3]) == facts["size"]
+    assert mask.tolist() == [True] * n + [False] * (64 - n) and not frames[n:].any()
+    if frames.shape[1] > 1:  # frame i is brighter than frame i - 1 (a 1x1 frame is too small for H.264 to keep it)
+        assert (np.diff(frames[:n].reshape(n, -1).mean(axis=1)) > 0).all(), "frames out of order"
+
+
 @needs_media
 def test_container_frame_count_is_not_trusted():
     # no_duration.webm reports a huge negative frame count; corrupted.mp4 claims 50 but breaks part way.
@@ -106,11 +132,30 @@ def test_container_frame_count_is_not_trusted():
     assert mask.sum() == n and not frames[n:].any()
 
 
-@needs_media
+def test_our_container_frame_counts_are_not_trusted():
+    # A WebM written to a pipe has no duration (OpenCV reports a huge negative count); a cut MP4 claims 50.
+    no_duration = DATA_MEDIA / "vp9_opus_no_duration.webm"
+    cap = cv2.VideoCapture(str(no_duration))
+    claimed = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    cap.release()
+    assert claimed != 30 and count_frames(no_duration) == 30
+    n = count_frames(DATA_MEDIA / "h264_faststart_cut.mp4")
+    assert 0 < n < 50
+    frames, mask = read_frames(DATA_MEDIA / "h264_faststart_cut.mp4", 64)
+    assert mask.sum() == n and not frames[n:].any()
+
+
+ROTATED = {"ours": (DATA_MEDIA, "h264_rotate{}_568x320.mov"), "external": (MEDIA, "decord__video_{}.mov")}
+
+
+@pytest.mark.parametrize("source", list(ROTATED))
 @pytest.mark.parametrize("angle, rotate", [(90, cv2.ROTATE_90_CLOCKWISE), (180, cv2.ROTATE_180),
                                            (270, cv2.ROTATE_90_COUNTERCLOCKWISE)])
-def test_rotation_metadata_is_applied(angle, rotate):
-    path = MEDIA / f"decord__video_{angle}.mov"
+def test_rotation_metadata_is_applied(source, angle, rotate):
+    folder, pattern = ROTATED[source]
+    if not folder.is_dir():
+        pytest.skip(EXTERNAL_REASON)
+    path = folder / pattern.format(angle)
     frames, mask = read_frames(path, 3)  # all 3 frames, so frames[0] is the first one
     raw = cv2.VideoCapture(str(path))
     raw.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
@@ -123,11 +168,14 @@ def test_rotation_metadata_is_applied(angle, rotate):
     np.testing.assert_array_equal(frames[0], expected)
 
 
-@needs_media
-def test_one_by_one_video():
-    frames, mask = read_frames(MEDIA / "moviepy__test_video.mp4", 8)
+@pytest.mark.parametrize("path", [DATA_MEDIA / "h264_1x1.mp4", MEDIA / "moviepy__test_video.mp4"],
+                         ids=["ours", "external"])
+def test_one_by_one_video(path):
+    if not path.parent.is_dir():
+        pytest.skip(EXTERNAL_REASON)
+    frames, mask = read_frames(path, 8)
     assert frames.shape == (8, 1, 1, 3) and mask.sum() == 5
-    clip, clip_mask = load_clip(MEDIA / "moviepy__test_video.mp4", 8, 32)
+    clip, clip_mask = load_clip(path, 8, 32)
     assert clip.shape == (8, 32, 32, 3) and (clip_mask == mask).all()
     # A 1x1 frame is a constant colour; the resize keeps it constant.
     assert (clip[:5] == frames[:5]).all()
@@ -245,6 +293,18 @@ def test_normalize_matches_naive_formula():
     for c in range(3):
         ref = (frames[..., c] / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c]
         np.testing.assert_allclose(out[:, c], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_preprocess_crops_once():
+    """Frames of any size are resized and cropped; frames already S x S (cropped by the caller) go straight to
+    normalisation, with the same result as cropping them again."""
+    rng = np.random.default_rng(2)
+    large = rng.integers(0, 256, (3, 50, 70, 3), dtype=np.uint8)
+    crops = resize_center_crop(large, 16)
+    np.testing.assert_array_equal(preprocess(large, 16), normalize(crops))
+    np.testing.assert_array_equal(preprocess(crops, 16), normalize(resize_center_crop(crops, 16)))
+    with pytest.raises(ValueError):
+        preprocess(crops.astype(np.float32), 16)
 
 
 def test_load_clip_pads_with_zeros(tmp_path):
