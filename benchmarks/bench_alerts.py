@@ -1,7 +1,13 @@
-"""Alert precision and recall of the live monitor on held-out synthetic streams with distractors.
+"""Alert precision and recall of the live monitor on held-out synthetic streams with distractors: the global
+thresholds beside per-query thresholds from the bundle's background gallery, at each stride.
 
-    python benchmarks/bench_alerts.py                       # the shipped demo bundle, default thresholds
+    python benchmarks/bench_alerts.py                       # the shipped demo bundle, strides 0.25 and 0.5 s
     python benchmarks/bench_alerts.py --bundle B --streams 20 --seed 1000 --json out.json
+
+Methods: "global" (every query at the bundle's calibrated on/off) and "per-query" (each query's own thresholds
+from its null distribution over the gallery at --false-alarm-rate, `hbci.runtime.gallery`; only for a bundle with
+a gallery). The gallery's streams use another seed (`hbci.runtime.gallery.GALLERY_SEED`); the rate was chosen on
+--seed 0, never on the reported seed 1000.
 
 Each stream (`hbci.synth.make_stream`, seeded by (--seed, stream number), so never the training, validation or
 test clips) holds --clips random clips separated by 2-6 s of idle filler (static shapes). Per stream the monitor
@@ -32,6 +38,7 @@ from hbci.runtime.alerts import alerts_from_events, match_alerts
 from hbci.runtime.bundle import default_thresholds, load_bundle, resolve_thresholds
 from hbci.runtime.demo import BUNDLE_DIR, known_clip, occurrences
 from hbci.runtime.events import EventTracker
+from hbci.runtime.gallery import DEFAULT_FALSE_ALARM_RATE, load_gallery, query_thresholds
 from hbci.runtime.monitor import DEFAULT_SMOOTHING, DEFAULT_STRIDE, DEFAULT_WINDOW, Monitor
 from hbci.runtime.retriever import Retriever
 from hbci.runtime.sources import open_source
@@ -90,26 +97,40 @@ def record_streams(retriever: Retriever, folder: Path, streams: int, seed: int, 
     return cases
 
 
-def replay(case: dict, threshold_on: float, threshold_off: float, smoothing: float, bundle_id: str) -> list[dict]:
+def replay(case: dict, threshold_on: float, threshold_off: float, smoothing: float, bundle_id: str,
+           per_query: list | None = None) -> list[dict]:
     """The events the monitor would raise on a recorded stream at these settings (its own event logic, fed the
-    recorded scores: nothing is encoded again)."""
+    recorded scores: nothing is encoded again). per_query: each query's `QueryThresholds`, as the monitor sets
+    them from the gallery."""
     tracker = EventTracker(threshold_on=threshold_on, threshold_off=threshold_off, smoothing=smoothing,
                            bundle_id=bundle_id, source=str(case["path"]))
-    for query, _ in case["queries"]:
-        tracker.add(query)
+    for i, (query, _) in enumerate(case["queries"]):
+        own = None if per_query is None else per_query[i]
+        tracker.add(query, None if own is None else (own.on, own.off), None if own is None else own.null)
     events = []
     for (start, end), raw in zip(case["spans"], case["scores"].T):
         events += tracker.update(SimpleNamespace(start=start, end=end), raw)
     return events + tracker.finish("stream_end")
 
 
+def calibrate_cases(retriever: Retriever, cases: list[dict], rate: float) -> None:
+    """Each case's per-query thresholds (`case["per_query"]`) from the bundle's gallery, as the monitor sets them."""
+    gallery = load_gallery(retriever.bundle)
+    fallback = resolve_thresholds(retriever.bundle.thresholds, None, None, retriever.bundle_id)
+    for case in cases:
+        text = retriever.encode_text([q for q, _ in case["queries"]])
+        case["per_query"] = query_thresholds(retriever, text, gallery, fallback, rate)
+
+
 def evaluate(retriever: Retriever, cases: list[dict], window: float, stride: float, smoothing: float,
-             threshold_on: float | None, threshold_off: float | None) -> dict:
-    """Alert precision / recall over recorded streams at one setting."""
+             threshold_on: float | None, threshold_off: float | None, per_query: bool = False) -> dict:
+    """Alert precision / recall over recorded streams at one setting (per_query: each query's own thresholds,
+    `calibrate_cases`)."""
     on, off = resolve_thresholds(retriever.bundle.thresholds, threshold_on, threshold_off, retriever.bundle_id)
     totals = {k: {"tp": 0, "fp": 0, "ignored": 0, "found": 0, "occurrences": 0, "queries": 0} for k in KINDS}
     for case in cases:
-        alerts = alerts_from_events(replay(case, on, off, smoothing, retriever.bundle_id))
+        alerts = alerts_from_events(replay(case, on, off, smoothing, retriever.bundle_id,
+                                           case["per_query"] if per_query else None))
         for text, kind in case["queries"]:
             truths, ambiguous = occurrences(text, case["known"])
             result = match_alerts(alerts.get(text, []), truths, window / 2, ambiguous)
@@ -123,7 +144,8 @@ def evaluate(retriever: Retriever, cases: list[dict], window: float, stride: flo
     precision = tp / max(tp + fp, 1)
     recall = found / max(occurrences_, 1)
     easy_fp = totals["positive"]["fp"] + totals["unrelated"]["fp"]
-    return {"window": window, "stride": stride, "smoothing": smoothing, "threshold_on": on,
+    return {"method": "per-query" if per_query else "global", "window": window, "stride": stride,
+            "smoothing": smoothing, "threshold_on": on,
             "threshold_off": off, "precision": precision, "recall": recall,
             "precision_without_hard_negatives": tp / max(tp + easy_fp, 1),
             "f1": 2 * precision * recall / max(precision + recall, 1e-12), "tp": tp, "fp": fp,
@@ -132,7 +154,7 @@ def evaluate(retriever: Retriever, cases: list[dict], window: float, stride: flo
 
 def _print_result(result: dict) -> None:
     k = result["by_kind"]
-    print(f"alerts: precision {result['precision']:.3f}  recall {result['recall']:.3f}  F1 {result['f1']:.3f}  "
+    print(f"{result['method']:9s} stride {result['stride']:.2f} s: precision {result['precision']:.3f}  recall {result['recall']:.3f}  F1 {result['f1']:.3f}  "
           f"(TP {result['tp']}, FP {result['fp']}, not counted over ambiguous clips {result['ignored']})")
     print(f"  precision without the hard-negative queries: {result['precision_without_hard_negatives']:.3f}")
     for kind in KINDS:
@@ -149,30 +171,55 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1000, help="stream seeds: (seed, 0..streams-1)")
     ap.add_argument("--clips", type=int, default=8, help="clips per stream")
     ap.add_argument("--window", type=float, default=DEFAULT_WINDOW)
-    ap.add_argument("--stride", type=float, default=DEFAULT_STRIDE)
+    ap.add_argument("--stride", type=float, nargs="+", default=[DEFAULT_STRIDE, 0.5],
+                    help="strides to measure, seconds (%(default)s)")
     ap.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING)
     ap.add_argument("--threshold", type=float, help="default: the bundle's calibrated 'on'")
     ap.add_argument("--threshold-off", type=float, help="default: the bundle's calibrated 'off'")
+    ap.add_argument("--false-alarm-rate", type=float, nargs="+", default=[DEFAULT_FALSE_ALARM_RATE],
+                    help="per-query method: false-alarm rate(s) on the gallery (%(default)s)")
     ap.add_argument("--sweep", action="store_true",
-                    help="also print precision/recall over a range of 'on' thresholds and smoothings (the same "
-                         "recorded scores; off keeps the calibrated gap below on)")
+                    help="also print precision/recall over a range of global 'on' thresholds and smoothings (the "
+                         "same recorded scores; off keeps the calibrated gap below on)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
 
     precisions = load_bundle(args.bundle, verify_hashes=False).precisions
     precision = args.precision or ("fp32" if "fp32" in precisions else precisions[0])
     retriever = Retriever.load(args.bundle, precision=precision)
+    has_gallery = retriever.bundle.manifest.gallery is not None
+    if not has_gallery:
+        print(f"bundle {retriever.bundle_id} has no background gallery (hbci-gallery BUNDLE adds one): "
+              f"global thresholds only", file=sys.stderr)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="hbci-bench-alerts-") as tmp:
-        cases = record_streams(retriever, Path(tmp), args.streams, args.seed, args.clips, args.window, args.stride,
-                               log=lambda m: print(m, file=sys.stderr))
-        result = evaluate(retriever, cases, args.window, args.stride, args.smoothing, args.threshold,
+    results, sweep, windows, encode_ms = [], [], 0, 0.0
+    print(f"bundle {retriever.bundle_id} ({precision}), {args.streams} streams x {args.clips} clips (seeds "
+          f"({args.seed}, 0..{args.streams - 1})), window {args.window} s, smoothing {args.smoothing}")
+    for stride in args.stride:
+        with tempfile.TemporaryDirectory(prefix="hbci-bench-alerts-") as tmp:
+            cases = record_streams(retriever, Path(tmp), args.streams, args.seed, args.clips, args.window, stride,
+                                   log=lambda m: print(m, file=sys.stderr))
+        windows += sum(c["stats"]["windows"] for c in cases)
+        encode_ms += sum(c["stats"]["encode_ms_per_window"] * c["stats"]["windows"] for c in cases)
+        result = evaluate(retriever, cases, args.window, stride, args.smoothing, args.threshold,
                           args.threshold_off)
-        print(f"bundle {retriever.bundle_id} ({precision}), {args.streams} streams x {args.clips} clips (seeds "
-              f"({args.seed}, 0..{args.streams - 1})), window {args.window} s, stride {args.stride} s, smoothing "
-              f"{args.smoothing}, thresholds on {result['threshold_on']:.4f} / off {result['threshold_off']:.4f}")
+        print(f"global thresholds on {result['threshold_on']:.4f} / off {result['threshold_off']:.4f}")
         _print_result(result)
-        sweep = []
+        results.append(result)
+        for rate in args.false_alarm_rate if has_gallery else []:
+            calibrate_cases(retriever, cases, rate)
+            ons = np.array([t.on for c in cases for t in c["per_query"]])
+            floor = resolve_thresholds(retriever.bundle.thresholds, None, None, retriever.bundle_id)[0]
+            at_floor = int((ons == floor).sum())
+            r = evaluate(retriever, cases, args.window, stride, args.smoothing, None, None, per_query=True)
+            r.update(false_alarm_rate=rate, per_query_on={"min": float(ons.min()), "median": float(np.median(ons)),
+                                                          "max": float(ons.max()), "floor": floor,
+                                                          "at_floor": at_floor, "queries": int(ons.size)})
+            print(f"per-query thresholds at false-alarm rate {rate:g}: on min {ons.min():.4f} / median "
+                  f"{np.median(ons):.4f} / max {ons.max():.4f}; {at_floor} of {ons.size} queries at the floor "
+                  f"(the global on) {floor:.4f}")
+            _print_result(r)
+            results.append(r)
         if args.sweep:
             calibrated = default_thresholds(retriever.bundle.manifest) or (result["threshold_on"],) * 2
             gap = calibrated[0] - calibrated[1]
@@ -180,19 +227,18 @@ def main(argv=None) -> int:
                   "positive queries elsewhere)")
             for smoothing in (0.0, 0.3, 0.6):
                 for on in np.round(np.arange(0.70, 0.881, 0.02), 3):
-                    r = evaluate(retriever, cases, args.window, args.stride, smoothing, float(on), float(on) - gap)
+                    r = evaluate(retriever, cases, args.window, stride, smoothing, float(on), float(on) - gap)
                     sweep.append(r)
                     k = r["by_kind"]
                     print(f"       {on:.3f}  {smoothing:.1f}        {r['precision']:.3f}      {r['recall']:.3f}   "
                           f"{r['f1']:.3f}  {k['hard_negative']['fp']} / {k['unrelated']['fp']} / "
                           f"{k['positive']['fp']}")
-    windows = sum(c["stats"]["windows"] for c in cases)
-    encode = sum(c["stats"]["encode_ms_per_window"] * c["stats"]["windows"] for c in cases) / max(windows, 1)
-    result.update(bundle_id=retriever.bundle_id, precision_graphs=precision, streams=args.streams, seed=args.seed,
-                  clips_per_stream=args.clips, windows=windows, encode_ms_per_window=encode,
-                  seconds=round(time.perf_counter() - start, 1), sweep=sweep)
+    summary = {"bundle_id": retriever.bundle_id, "precision_graphs": precision, "streams": args.streams,
+               "seed": args.seed, "clips_per_stream": args.clips, "windows": windows,
+               "encode_ms_per_window": encode_ms / max(windows, 1), "seconds": round(time.perf_counter() - start, 1),
+               "results": results, "sweep": sweep}
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        Path(args.json).write_text(json.dumps(summary, indent=1))
     return 0
 
 

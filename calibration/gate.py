@@ -40,6 +40,10 @@ on the golden inputs is ~0.35 (cosine 0.999), above export's 0.25, with retrieva
 keeps golden_tolerance["int8"] when the INT8 graph fits it and otherwise raises it to 1.25 x the measured error
 (rounded up to 0.01; the margin is for other back ends' INT8 kernels, e.g. TensorRT), but only after the cosine
 check above has shown the INT8 outputs are right in direction; the old and new tolerances go to the manifest.
+That absolute number is now only the fallback: the manifest also records a relative tolerance per output
+(`output_tolerance["int8"]`: each quantized encoder's relative golden error with the margin of
+`hbci.runtime.bundle.output_tolerances`; graphs INT8 keeps in FP32 keep their FP32 tolerances), which the
+runtime's self-check uses, so every output keeps a check as tight as its own measured error allows.
 
 Atomicity: the INT8 graph is written into a hidden staging folder inside the bundle (with hard links to the
 other files and a staged manifest, so `Retriever.load` sees a complete bundle); only when every check passes is
@@ -72,8 +76,8 @@ from hbci.calibration import quantize as _quantize_module
 from hbci.calibration.data import (MAX_HISTOGRAM_CLIPS, CalibrationDataError, CalibrationReader, CaptionSet,
                                    calibration_captions, default_clip_count, load_clips, video_paths)
 from hbci.calibration.quantize import METHODS, CalibrationError, inspect_qdq
-from hbci.runtime.bundle import (TEXT_ENCODER, VIDEO_ENCODER, Bundle, Manifest, Validation, graph_file, graph_files, load_bundle,
-                                 write_manifest)
+from hbci.runtime.bundle import (TEXT_ENCODER, VIDEO_ENCODER, Bundle, Manifest, Validation, graph_file, graph_files,
+                                 load_bundle, output_tolerances, relative_error, write_manifest)
 from hbci.runtime.errors import BundleError, GateRefused, VideoError
 
 __all__ = ["GateThresholds", "GateFailed", "quantize_bundle", "cosine_report", "int8_tolerance", "BACKENDS",
@@ -234,11 +238,12 @@ def _golden(bundle: Bundle, quantized: dict[str, Path]) -> dict:
     from hbci.runtime.backends import OrtBackend
 
     golden = bundle.golden()
-    report = {"max_abs_diff": {}, "cosine": {}}
+    report = {"max_abs_diff": {}, "relative_error": {}, "cosine": {}}
     for graph, path in quantized.items():
         expected = golden.outputs[graph]
         got = OrtBackend(path, ["CPUExecutionProvider"]).run(golden.inputs[graph])
         report["max_abs_diff"].update({n: float(np.abs(got[n] - v).max()) for n, v in expected.items()})
+        report["relative_error"][graph] = {n: relative_error(got[n], v) for n, v in expected.items()}
         report["cosine"].update(cosine_report(expected, got))
     return report
 
@@ -301,7 +306,7 @@ def _held_out(staging: Path, items, gate_backend: str, warn, log) -> dict:
             "backend": int8.backend_name}
 
 
-def _checks(structure: dict, held: dict, gate: GateThresholds, golden: dict, tolerance: float) -> list[dict]:
+def _checks(structure: dict, held: dict, gate: GateThresholds, golden: dict) -> list[dict]:
     checks = [{"check": "Q/DQ only around MatMul/Gemm/Conv, zero points 0, per-channel weights",
                "value": f"{len(structure['problems'])} problem(s)", "threshold": "0",
                "passed": not structure["problems"],
@@ -320,9 +325,9 @@ def _checks(structure: dict, held: dict, gate: GateThresholds, golden: dict, tol
     checks.append({"check": "golden inputs: cosine vs the FP32 golden outputs, worst output and clip",
                    "value": round(worst, 6), "threshold": f">= {gate.min_clip_cosine}",
                    "passed": worst >= gate.min_clip_cosine, "detail": name})
-    error = max(golden["max_abs_diff"].values(), default=0.0)
-    checks.append({"check": "runtime self-check at load (max |int8 - golden|)", "value": round(error, 6),
-                   "threshold": f"<= {tolerance}", "passed": held["self_check"] is None,
+    error = max((e for errors in golden["relative_error"].values() for e in errors.values()), default=0.0)
+    checks.append({"check": "runtime self-check at load (worst relative |int8 - golden|, per-output tolerances)",
+                   "value": round(error, 6), "threshold": "recorded per output", "passed": held["self_check"] is None,
                    "detail": held["self_check"] or ""})
     return checks
 
@@ -374,14 +379,19 @@ def _quantize(fp32_path: Path, out: Path, clips, method: str, backend: str) -> N
         _quantize_module.quantize_graph(fp32_path, out, CalibrationReader(clips), method=method)
 
 
-def _with_int8(manifest: Manifest, tolerance: float, quantized) -> Manifest:
+def _with_int8(manifest: Manifest, tolerance: float, quantized, golden: dict) -> Manifest:
     """The manifest with the INT8 graphs (the `quantized` ones, FP32 files for the rest) and their self-check
-    tolerance added."""
+    tolerances added: the absolute fallback, and per output the relative tolerance of each quantized graph (from
+    its golden error) beside the FP32 graphs' recorded ones for the graphs INT8 keeps in FP32."""
     precisions = sorted(set(manifest.precisions or manifest.graphs) | {"int8"})
     graphs = {g: f if g in quantized else graph_file(g, "fp32") for g, f in INT8_GRAPHS.items()}
+    recorded = dict(manifest.output_tolerance or {})
+    int8 = {g: t for g, t in (recorded.get("fp32") or {}).items() if g not in quantized}
+    int8 |= output_tolerances(golden["relative_error"], "int8")
     return dataclasses.replace(manifest, graphs={**manifest.graphs, "int8": graphs},
                                precisions=tuple(precisions),
-                               golden_tolerance={**(manifest.golden_tolerance or {}), "int8": tolerance})
+                               golden_tolerance={**(manifest.golden_tolerance or {}), "int8": tolerance},
+                               output_tolerance=recorded | {"int8": int8})
 
 
 def _figures(*, key: str, method: str, backend: str, gate: GateThresholds, plan: dict, clips, clips_wanted: int,
@@ -405,7 +415,8 @@ def _figures(*, key: str, method: str, backend: str, gate: GateThresholds, plan:
         "retrieval": {"fp32": fp32, "int8": int8,
                       "delta": {f"{d}_{k}": round(int8[d][k] - fp32[d][k], 6)
                                 for d in ("t2v", "v2t") for k in ("R@1", "R@5", "R@10")}},
-        "golden_max_abs_diff": golden["max_abs_diff"], "golden_cosine": golden["cosine"],
+        "golden_max_abs_diff": golden["max_abs_diff"],
+        "golden_relative_error": golden["relative_error"], "golden_cosine": golden["cosine"],
         "golden_tolerance": tolerance, "golden_tolerance_before": tolerance_before,
         "qdq": {k: v for k, v in structure.items() if k != "problems"}, "checks": checks,
         "seconds": round(seconds, 1),
@@ -479,11 +490,11 @@ def quantize_bundle(bundle_dir: str | Path, calib_videos: str | Path | None = No
             log(f"[int8] the INT8 encoders differ from the golden outputs by up to "
                 f"{max(golden['max_abs_diff'].values()):.3f} (> golden_tolerance {tolerance_before}); "
                 f"the INT8 self-check tolerance becomes {tolerance} if the gate passes")
-        manifest = _with_int8(bundle.manifest, tolerance, quantized)
+        manifest = _with_int8(bundle.manifest, tolerance, quantized, golden)
         _stage(bundle, staging, quantized, manifest)
         log(f"[int8] gate: encoding {len(plan['gate_items'])} held-out videos with the FP32 and INT8 runtimes")
         held = _held_out(staging, plan["gate_items"], gate_backend, warn, log)
-        checks = _checks(structure, held, gate, golden, tolerance)
+        checks = _checks(structure, held, gate, golden)
         if held["captions"] < SMALL_HELD_OUT:
             warn(f"warning: the held-out set has {held['captions']} captions (< {SMALL_HELD_OUT}): one caption "
                  f"is worth {100 / held['captions']:.2f} points of R@1")

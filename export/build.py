@@ -1,5 +1,8 @@
 """`python export/build_engines.py --checkpoint CKPT --out BUNDLE [--precision fp32,fp16] [--engines]`.
 
+Writes the bundle (`hbci.export.bundle`), its background gallery for per-query alert thresholds
+(`hbci.runtime.gallery`, --gallery-streams), the INT8 graph through its gate, and TensorRT engines.
+
 Exit codes (the project's table, docs/exit-codes.md): 0 done; 2 bad input (checkpoint, data, options, bundle);
 6 engines were required (--require-engines) but TensorRT or a GPU is missing; 7 the INT8 accuracy gate refused the
 quantized graph; 130 interrupted.
@@ -29,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="held-out dataset root: retrieval validation and threshold statistics")
     parser.add_argument("--dataset", default="csv")
     parser.add_argument("--split", default="val")
+    parser.add_argument("--gallery-streams", type=int, default=8,
+                        help="held-out synthetic streams for the background gallery behind per-query alert "
+                             "thresholds (hbci.runtime.gallery; 0: none). Written once; --force rewrites it")
     parser.add_argument("--calib-videos", help="folder of videos (or a captions CSV) for INT8 calibration")
     parser.add_argument("--calib-texts", help="captions CSV or text file (one sentence per line) that calibrate the "
                                               "INT8 text encoder (default: the captions of --calib-videos when it "
@@ -70,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from hbci.export.bundle import build_bundle
 
-        build_bundle(args.checkpoint, args.out, tuple(p for p in precisions if p != "int8"),
-                     args.data, args.dataset, args.split, args.force)
+        manifest = build_bundle(args.checkpoint, args.out, tuple(p for p in precisions if p != "int8"),
+                                args.data, args.dataset, args.split, args.force)
+        if args.gallery_streams > 0 and (manifest.gallery is None or args.force):
+            from hbci.runtime.gallery import build_gallery
+
+            build_gallery(args.out, streams=args.gallery_streams, log=lambda m: print(m, file=sys.stderr))
         if "int8" in precisions:
             from hbci.calibration.gate import GateFailed, quantize_bundle
 

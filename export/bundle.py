@@ -4,6 +4,8 @@ Every file is written atomically. Re-running with the same checkpoint and option
 date (their hashes match the manifest). Validation numbers go into the manifest: the max abs difference of
 every graph against torch at batch sizes other than the traced one, and, given a held-out split, retrieval
 metrics through the runtime path plus the negative/positive pair score statistics behind calibrated thresholds.
+Each graph output's self-check tolerance is recorded per precision (relative to the output's scale, from its
+measured error on the golden inputs with a margin: `hbci.runtime.bundle.output_tolerances`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from hbci.export.precision import FP32_OPS, convert_to_fp16
 from hbci.export.tokenizer_json import build_tokenizer_json
 from hbci.model import HBCI
 from hbci.runtime.bundle import (BCI_SCORER, GOLDEN_FILE, GOLDEN_TOLERANCE, GRAPHS, PROFILES, TOKENIZER_FILE, Golden,
-                                 Manifest, ScorerInputs, Validation, graph_file, load_bundle, score_statistics,
-                                 sha256_file, write_manifest)
+                                 Manifest, ScorerInputs, Validation, graph_file, load_bundle, output_tolerances,
+                                 score_statistics, sha256_file, write_manifest)
 from hbci.runtime.errors import BundleError
 from hbci.runtime.video import CLIP_MEAN, CLIP_STD
 
@@ -131,10 +133,26 @@ def build_bundle(checkpoint: str | Path, out: str | Path, precisions: tuple[str,
         # The FP32 graphs define the model (and the bundle id), even when only FP16 graphs are kept.
         model_precision="fp32", model_graphs={g: sha256_file(out / graph_file(g, "fp32")) for g in GRAPHS})
     manifest = write_manifest(out, manifest)
+    manifest = _record_tolerances(out, manifest)
     if data:
         manifest = _validate_retrieval(model, out, manifest, data, dataset, split)
     _log(f"bundle written to {out} (bundle id {manifest.bundle_id})")
     return manifest
+
+
+def _record_tolerances(out: Path, manifest: Manifest) -> Manifest:
+    """Each graph output's relative self-check tolerance per precision, from its error on the golden inputs
+    through the runtime path (ONNX Runtime on the CPU) with a margin (`output_tolerances`)."""
+    from hbci.runtime.retriever import Retriever
+
+    tolerances = {}
+    for precision in manifest.graphs:
+        runtime = Retriever.load(out, backend="onnxruntime-cpu", precision=precision, self_check=False)
+        errors = runtime.golden_errors()
+        tolerances[precision] = output_tolerances(errors, precision)
+        worst = max((e, f"{g}/{n}") for g, named in errors.items() for n, e in named.items())
+        _log(f"[{precision}] golden self-check: worst relative error {worst[0]:.2e} ({worst[1]})")
+    return write_manifest(out, dataclasses.replace(manifest, output_tolerance=tolerances))
 
 
 def _onnx_versions() -> dict[str, str]:

@@ -2,13 +2,14 @@
 golden self-check data and its keys, tolerances, engine profiles and the calibrated alert thresholds. No torch.
 
 A bundle is one folder: ONNX graphs per precision (`fp32/`, `fp16/`, `int8/`), `tokenizer.json`, `golden.npz`,
-optional TensorRT engines in `engines/`, and `manifest.json`. `hbci.export.bundle` and `hbci.calibration.gate`
+optional TensorRT engines in `engines/`, an optional background gallery (`gallery.npz`, `hbci.runtime.gallery`),
+and `manifest.json`. `hbci.export.bundle` and `hbci.calibration.gate`
 write bundles through `write_manifest`; everything else reads them through `load_bundle`.
 
 The bundle id names the model, not the files derived from it: a hash of the graphs that define the model
 (`model_graphs`: the FP32 graphs export writes, kept when a shipped copy drops them), the tokenizer, the
 preprocessing (T, L, image size, mean, std) and the model config (`model_id`). Adding FP16 or INT8 graphs or
-TensorRT engines leaves it unchanged, so indexes and events stay valid; retraining or re-exporting changes it.
+TensorRT engines or a gallery leaves it unchanged, so indexes and events stay valid; retraining or re-exporting changes it.
 The manifest's own integrity is a separate hash of all of its content (`manifest_sha256`).
 
 Verification refuses, with the file named: an unknown format version, a manifest edited after it was written
@@ -37,9 +38,10 @@ __all__ = ["FORMAT_VERSION", "MANIFEST", "GRAPHS", "VIDEO_ENCODER", "TEXT_ENCODE
            "VIDEO_INPUTS", "TEXT_INPUTS", "GLOBAL_OUTPUTS", "SCORES",
            "TOKENIZER_FILE", "GOLDEN_FILE", "ENGINE_DIR", "PROFILES", "GOLDEN_TOLERANCE", "graph_file",
            "graph_files", "engine_file", "timing_cache_file", "golden_key", "parse_golden_key", "Golden",
-           "Thresholds", "ScoreStats", "ScorerInputs", "Validation", "Shipped", "Manifest", "Bundle", "load_bundle",
+           "Thresholds", "ScoreStats", "ScorerInputs", "Validation", "Shipped", "GalleryInfo", "Manifest", "Bundle", "load_bundle",
            "write_manifest", "sha256_file", "model_id", "manifest_sha256", "upgrade_manifest", "atomic_write_bytes",
-           "score_statistics", "default_thresholds", "resolve_thresholds"]
+           "score_statistics", "default_thresholds", "resolve_thresholds", "TOLERANCE_MARGIN", "MIN_RELATIVE_TOLERANCE",
+           "relative_error", "output_tolerances"]
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
@@ -64,8 +66,14 @@ PROFILES = {
     TEXT_ENCODER: {"batch": (1, 16, 64)},
     BCI_SCORER: {"num_texts": (1, 4, 16), "num_videos": (1, 256, 256)},
 }
-# Max abs difference of any graph output from the golden (FP32 torch) output that the self-check at load accepts.
+# Max abs difference of any graph output from the golden (FP32 torch) output that the self-check at load accepts:
+# the fallback for bundles that record no per-output tolerances (`output_tolerance`).
 GOLDEN_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2, "int8": 0.25}
+# Per-output relative tolerances (`output_tolerances`): the error measured when the bundle was written (ONNX
+# Runtime on the CPU against torch FP32), times this margin for other back ends' kernels (TensorRT, CUDA), and
+# never below a floor per precision (the rounding such a back end may add: TF32 / FP16 accumulation, INT8 kernels).
+TOLERANCE_MARGIN = 4.0
+MIN_RELATIVE_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2, "int8": 2e-2}
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -223,6 +231,28 @@ class Validation:
 
 
 @dataclass(frozen=True)
+class GalleryInfo:
+    """The background gallery (`hbci.runtime.gallery`): video packs of held-out windows without any particular
+    event, against which a standing query's null score distribution is measured. Derived from the model (it is
+    listed in `files` and verified, never part of the bundle id)."""
+
+    file: str  # relative path of the .npz (one float16 array per scorer video input, [windows, ...])
+    windows: int
+    precision: str  # the video encoder precision that encoded the windows
+    source: str  # what the windows are (generator, seeds, window and stride), for the record
+
+    @classmethod
+    def from_dict(cls, d: Mapping, where: str = MANIFEST) -> "GalleryInfo":
+        _no_unknown_keys(d, {f.name for f in dataclasses.fields(cls)}, where, "gallery.")
+        return cls(_check(d.get("file"), str, "gallery.file", where), _check(d.get("windows"), int,
+                   "gallery.windows", where), _check(d.get("precision"), str, "gallery.precision", where),
+                   _check(d.get("source"), str, "gallery.source", where))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class Shipped:
     """Set on a bundle cut down from another (the shipped demo bundle keeps one precision)."""
 
@@ -276,7 +306,10 @@ class Manifest:
     precisions: tuple[str, ...] | None = None
     embed_dim: int | None = None
     model_config: Mapping[str, Any] | None = None  # the model's config as trained (hbci.config.ModelConfig)
-    golden_tolerance: Mapping[str, float] | None = None  # precision -> self-check tolerance (GOLDEN_TOLERANCE)
+    golden_tolerance: Mapping[str, float] | None = None  # precision -> absolute self-check tolerance (fallback)
+    # precision -> graph -> output -> relative self-check tolerance (`output_tolerances`); absent in old bundles
+    output_tolerance: Mapping[str, Any] | None = None
+    gallery: GalleryInfo | None = None  # the background gallery for per-query alert thresholds
     profiles: Mapping[str, Mapping[str, tuple[int, int, int]]] | None = None  # graph -> axis -> (min, opt, max)
     scorer_inputs: ScorerInputs | None = None
     fp32_ops_in_fp16: tuple[str, ...] | None = None
@@ -339,8 +372,17 @@ class Manifest:
         return self.score_stats.threshold if self.score_stats is not None else None
 
     def tolerance(self, precision: str) -> float:
-        """The self-check tolerance of a precision."""
+        """The absolute self-check tolerance of a precision (the fallback of `output_check`)."""
         return float((self.golden_tolerance or GOLDEN_TOLERANCE).get(precision, GOLDEN_TOLERANCE[precision]))
+
+    def output_check(self, precision: str, graph: str, output: str) -> tuple[float, bool]:
+        """(tolerance, relative) for one graph output's self-check: its recorded relative tolerance, or, when the
+        bundle records none for it (bundles written before tolerances were recorded), the precision's absolute
+        one."""
+        recorded = ((self.output_tolerance or {}).get(precision) or {}).get(graph, {}).get(output)
+        if recorded is None:
+            return self.tolerance(precision), False
+        return float(recorded), True
 
     def max_batch(self, graph: str, axis: str) -> int:
         """The largest size of a dynamic axis a call may use (the engines' optimisation profile)."""
@@ -350,10 +392,11 @@ class Manifest:
     def files_of(self, precision: str) -> list[str]:
         """Every file the graphs (and engines) of one precision need, plus the tokenizer and golden data."""
         rels = [self.tokenizer, self.golden, *self.graphs[precision].values()]
+        rels += [self.gallery.file] if self.gallery is not None else []
         return rels + list((self.engines or {}).get(precision, {}).values())
 
 
-_RECORDS = (Thresholds, ScoreStats, ScorerInputs, Validation, Shipped)
+_RECORDS = (Thresholds, ScoreStats, ScorerInputs, Validation, Shipped, GalleryInfo)
 
 
 def _field_kind(annotation: str):
@@ -477,6 +520,10 @@ class Bundle:
     def golden(self) -> Golden:
         return Golden.load(self.golden_path)
 
+    @property
+    def gallery_path(self) -> Path | None:
+        return None if self.manifest.gallery is None else self.root / self.manifest.gallery.file
+
 
 def load_bundle(root: str | Path, verify_hashes: bool = True) -> Bundle:
     """Read and verify a bundle folder; raise BundleError naming the file at fault."""
@@ -515,7 +562,7 @@ def write_manifest(root: str | Path, manifest: Manifest) -> Manifest:
     """Hash every file the manifest names, set the model graphs if absent, the bundle id and the manifest hash,
     write manifest.json atomically; return it."""
     root = Path(root)
-    rels = {manifest.tokenizer, manifest.golden}
+    rels = {manifest.tokenizer, manifest.golden} | ({manifest.gallery.file} if manifest.gallery else set())
     for group in (manifest.graphs, manifest.engines or {}):
         rels |= {rel for per_precision in group.values() for rel in per_precision.values()}
     files = {rel: sha256_file(root / rel) for rel in sorted(rels)}
@@ -549,6 +596,28 @@ def upgrade_manifest(root: str | Path) -> Manifest:
         raise BundleError(f"{path}: manifest was modified after it was written (bundle id mismatch)")
     body["format_version"] = FORMAT_VERSION
     return write_manifest(root, Manifest.from_dict(body, str(path)))
+
+
+# ------------------------------------------------------------------------------------------------ tolerances
+def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
+    """max |got - expected| over the output's scale (max |expected|, at least 1e-6): comparable across outputs
+    of any scale (unit-vector entries ~0.2, pooled features ~6). inf for a shape mismatch, NaN for NaNs."""
+    if got.shape != expected.shape:
+        return float("inf")
+    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-6)
+    return float(np.abs(got.astype(np.float64) - expected).max(initial=0.0)) / scale
+
+
+def output_tolerances(measured: Mapping[str, Mapping[str, float]], precision: str) -> dict:
+    """{graph: {output: relative tolerance}} from the relative errors measured on the golden inputs: the error
+    times TOLERANCE_MARGIN, at least MIN_RELATIVE_TOLERANCE[precision], rounded up to two significant digits."""
+    def tolerance(error: float) -> float:
+        value = max(TOLERANCE_MARGIN * float(error), MIN_RELATIVE_TOLERANCE[precision])
+        step = 10.0 ** (np.floor(np.log10(value)) - 1)
+        return float(np.round(np.ceil(value / step - 1e-9) * step, 12))
+
+    return {graph: {name: tolerance(error) for name, error in sorted(outputs.items())}
+            for graph, outputs in sorted(measured.items())}
 
 
 # ------------------------------------------------------------------------------------------------ thresholds

@@ -39,6 +39,7 @@ log = logging.getLogger("hbci")
 def build_parser() -> argparse.ArgumentParser:
     from hbci.runtime.backends import BACKENDS
     from hbci.runtime.retriever import PRECISIONS
+    from hbci.runtime.gallery import DEFAULT_FALSE_ALARM_RATE
     from hbci.runtime.monitor import DEFAULT_SMOOTHING, DEFAULT_STRIDE, DEFAULT_WINDOW
 
     p = argparse.ArgumentParser(prog="hbci-run", description=__doc__.split("\n\n")[0],
@@ -65,10 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING,
                    help="EMA weight of the past score, in [0, 1) (%(default)s: no smoothing)")
     p.add_argument("--threshold", type=float,
-                   help="alert when the smoothed score reaches this (default: the bundle's calibrated 'on')")
+                   help="alert when the smoothed score reaches this, for every query (default: each query's own "
+                        "threshold from the bundle's background gallery, else the bundle's calibrated 'on')")
     p.add_argument("--threshold-off", type=float,
                    help="end the alert below this (default: the calibrated 'off'; with --threshold alone, "
                         "--threshold minus the calibrated hysteresis gap)")
+    p.add_argument("--false-alarm-rate", type=float, default=DEFAULT_FALSE_ALARM_RATE,
+                   help="per-query thresholds: the share of the bundle's background gallery windows a query may "
+                        "alert on (%(default)s; 0: the bundle's global thresholds for every query)")
     p.add_argument("--batch", type=int, default=8, help="windows per encoder call for files (live: always 1)")
     p.add_argument("--max-fps", type=float, default=0.0, help="use at most this many frames per second (0: all)")
     p.add_argument("--save-clips", metavar="DIR", help="write each event's frames as an mp4v file into DIR")
@@ -106,6 +111,8 @@ def _settings_errors(args) -> str | None:
         return "--window and --stride must be positive"
     if not 0 <= args.smoothing < 1:
         return "--smoothing must be in [0, 1)"
+    if not 0 <= args.false_alarm_rate < 1:
+        return "--false-alarm-rate must be in [0, 1)"
     if args.max_fps < 0 or args.batch < 1 or args.threads < 0:
         return "--max-fps and --threads must be >= 0 and --batch >= 1"
     return None
@@ -190,7 +197,8 @@ def _pipeline(args, plan: _Plan, source, sinks: list) -> Pipeline:
     retriever = Retriever.load(plan.bundle_dir, backend=args.backend, precision=args.precision,
                                threads=args.threads)
     settings = MonitorSettings(window=args.window, stride=args.stride, smoothing=args.smoothing,
-                               threshold_on=args.threshold, threshold_off=args.threshold_off, batch=args.batch)
+                               threshold_on=args.threshold, threshold_off=args.threshold_off, batch=args.batch,
+                               false_alarm_rate=args.false_alarm_rate or None)
     if args.save_clips:
         sinks.insert(0, ClipSink(args.save_clips))  # first: it adds the clip's path to the events
     pipeline = Pipeline(source, retriever, plan.queries, settings=settings, sinks=sinks)
@@ -198,6 +206,11 @@ def _pipeline(args, plan: _Plan, source, sinks: list) -> Pipeline:
     log.info("monitoring %s for %d quer%s: window %.2f s, stride %.2f s, smoothing %.2f, threshold on %.4f "
              "off %.4f", source.name, len(plan.queries), "y" if len(plan.queries) == 1 else "ies", args.window,
              args.stride, args.smoothing, monitor.threshold_on, monitor.threshold_off)
+    for index, text in monitor.query_list():
+        if monitor.per_query_thresholds:
+            on, off = monitor.thresholds_of(index)
+            log.info("query %d %r: its own thresholds on %.4f off %.4f (false-alarm rate %g on the bundle's "
+                     "background gallery)", index, text, on, off, args.false_alarm_rate)
     return pipeline
 
 

@@ -8,13 +8,20 @@ Two JSON-ready dicts per event, sharing an `id`:
 
   start: event "start", id, query, query_index, time (stream seconds when the alert is known: the triggering
          window's last frame), score (smoothed), raw_score, window_start, window_end (first and last frame time of
-         the triggering window), threshold, source, bundle_id [, wall_time for live sources]
+         the triggering window), threshold (the query's own `on`), calibrated_score, threshold_source, source,
+         bundle_id [, wall_time for live sources]
   end:   event "end", same keys, plus reason ("below_threshold" | "stream_end" | "stopped" | "removed"); here
          window_start is the first frame of the event's first window and window_end the last frame of its last
          window at or above `threshold_off`: the extent of the match. duration = window_end - window_start.
          peak_score (smoothed), peak_raw_score and peak_window_start/peak_window_end (the window with the highest
          raw score: the best localisation). time and score are those of the window that ended it (for a stream
          end, a stop or a removal: the last window scored).
+
+Thresholds are per query: each query has its own on/off pair when the monitor calibrated it against the bundle's
+background gallery (`hbci.runtime.gallery`; threshold_source "query"), else the tracker's global pair
+(threshold_source "global"). calibrated_score is the smoothed score's position in the query's null distribution
+(the share of gallery windows scoring below it, in [0, 1]; `calibrated_score`), null without a gallery. In an end
+line, threshold is the query's `off`.
 
 `query_index` is the query's number in its monitor: given in order from 0 as queries are added, never reused.
 `id` counts events from 0 in one tracker (it continues across runs of one pipeline): unique per pipeline, so a
@@ -32,7 +39,7 @@ import numpy as np
 
 from hbci.runtime.errors import ConfigError
 
-__all__ = ["EventTracker", "OpenEvent", "TimeSpan", "END_REASONS"]
+__all__ = ["EventTracker", "OpenEvent", "TimeSpan", "END_REASONS", "calibrated_score"]
 
 END_REASONS = ("below_threshold", "stream_end", "stopped", "removed")
 
@@ -56,6 +63,13 @@ class OpenEvent:
     peak_window: tuple[float, float]
 
 
+def calibrated_score(null: np.ndarray | None, score: float) -> float | None:
+    """The share of a query's sorted null scores below `score` (None without a null distribution)."""
+    if null is None or len(null) == 0 or not math.isfinite(score):
+        return None
+    return round(float(np.searchsorted(null, score, side="left")) / len(null), 6)
+
+
 @dataclass
 class _Query:
     index: int
@@ -63,6 +77,9 @@ class _Query:
     score: float = math.nan  # smoothed
     raw: float = math.nan
     active: OpenEvent | None = None
+    on: float | None = None  # its own thresholds (None: the tracker's)
+    off: float | None = None
+    null: np.ndarray | None = None  # its sorted null scores (the gallery), for calibrated_score
 
 
 class EventTracker:
@@ -84,9 +101,13 @@ class EventTracker:
         self._last: TimeSpan | None = None  # the last window scored
 
     # ------------------------------------------------------------------------------------------- queries
-    def add(self, text: str) -> int:
-        """Add a query (it takes part from the next window on); return its index."""
-        self._queries.append(_Query(self._next_query, text))
+    def add(self, text: str, thresholds: tuple[float, float] | None = None, null: np.ndarray | None = None) -> int:
+        """Add a query (it takes part from the next window on), with its own (on, off) thresholds and sorted null
+        scores if calibrated; return its index."""
+        on, off = (None, None) if thresholds is None else (float(thresholds[0]), float(thresholds[1]))
+        if on is not None and not (math.isfinite(on) and math.isfinite(off) and off <= on):
+            raise ConfigError(f"a query's thresholds must be finite with off <= on, got on {on!r}, off {off!r}")
+        self._queries.append(_Query(self._next_query, text, on=on, off=off, null=null))
         self._next_query += 1
         return self._queries[-1].index
 
@@ -121,6 +142,11 @@ class EventTracker:
     def raw_scores(self) -> np.ndarray:
         return np.array([q.raw for q in self._queries], float)
 
+    def thresholds(self, index: int) -> tuple[float, float]:
+        """(on, off) of query `index`: its own, or the tracker's."""
+        query = self._queries[self.position(index)]
+        return (self.threshold_on, self.threshold_off) if query.on is None else (query.on, query.off)
+
     @property
     def active(self) -> list[OpenEvent | None]:
         return [q.active for q in self._queries]
@@ -154,14 +180,15 @@ class EventTracker:
         for query, score, r in zip(queries, smoothed.tolist(), raw.tolist()):
             query.score, query.raw = score, r
             active = query.active
+            on, off = (self.threshold_on, self.threshold_off) if query.on is None else (query.on, query.off)
             if active is None:
-                if score >= self.threshold_on:
+                if score >= on:
                     query.active = OpenEvent(self._next_event, window.start, window.end, score, r,
                                            (window.start, window.end))
                     self._next_event += 1
                     self.events += 1
                     events.append(self._base("start", query, window, score, r))
-            elif score >= self.threshold_off:
+            elif score >= off:
                 active.end = window.end
                 active.peak_score = max(active.peak_score, score)
                 if r > active.peak_raw:
@@ -181,7 +208,11 @@ class EventTracker:
                  "time": round(window.end, 6), "score": round(score, 6), "raw_score": round(raw, 6),
                  "window_start": round(window.start, 6), "window_end": round(window.end, 6),
                  "threshold": self.threshold_on if kind == "start" else self.threshold_off,
+                 "calibrated_score": calibrated_score(query.null, score),
+                 "threshold_source": "global" if query.on is None else "query",
                  "source": self.source, "bundle_id": self.bundle_id}
+        if query.on is not None:
+            event["threshold"] = query.on if kind == "start" else query.off
         if self.live:
             event["wall_time"] = round(time.time(), 3)
         return event

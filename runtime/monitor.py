@@ -9,7 +9,8 @@ Live sources never queue work: when newer frames are already waiting, completed 
 newest one is encoded (counted in `stats.windows_skipped`). A file without realtime pacing encodes every window,
 in batches.
 
-Scores and events. The queries are encoded once, when given or added. Each window is encoded once and scored
+Scores and events. The queries are encoded once, when given or added; with a bundle that carries a background
+gallery each query then gets its own thresholds from its scores on it (`hbci.runtime.gallery`). Each window is encoded once and scored
 against all queries (`Retriever.score`); `hbci.runtime.events` smooths the scores and turns them into start / end
 event dicts (its docstring lists the keys). Queries can be added and removed while `run` is under way, from any
 thread; removing a query with an open event ends that event with reason "removed".
@@ -29,6 +30,7 @@ import numpy as np
 from hbci.runtime.bundle import resolve_thresholds
 from hbci.runtime.errors import ConfigError, QueryError
 from hbci.runtime.events import EventTracker
+from hbci.runtime.gallery import DEFAULT_FALSE_ALARM_RATE, load_gallery, query_thresholds
 from hbci.runtime.video import resize_center_crop
 from hbci.runtime.windows import WindowCutter, WindowSpan, window_frames
 
@@ -159,7 +161,9 @@ class Monitor:
         for event in monitor.run(open_source("file", "video.mp4")):
             print(event)
 
-    Thresholds: given values win; without threshold_on the bundle's calibrated pair; with threshold_on alone, off
+    Thresholds: given values win, for every query; without threshold_on, each query gets its own pair from its
+    null distribution over the bundle's background gallery at `false_alarm_rate` (`hbci.runtime.gallery`), and
+    without a gallery (or with false_alarm_rate=None) the bundle's calibrated pair; with threshold_on alone, off
     keeps the calibrated gap below it (`hbci.runtime.bundle.resolve_thresholds`). A monitor starts with at least
     one query unless `require_queries=False` (a service adds them later).
     """
@@ -167,7 +171,7 @@ class Monitor:
     def __init__(self, retriever, queries: Sequence[str], *, window: float = DEFAULT_WINDOW,
                  stride: float = DEFAULT_STRIDE, smoothing: float = DEFAULT_SMOOTHING,
                  threshold_on: float | None = None, threshold_off: float | None = None, batch: int = 8,
-                 require_queries: bool = True):
+                 require_queries: bool = True, false_alarm_rate: float | None = DEFAULT_FALSE_ALARM_RATE):
         if isinstance(queries, str):
             queries = [queries]
         queries = list(queries)
@@ -180,8 +184,14 @@ class Monitor:
             raise ConfigError(f"smoothing must be in [0, 1), got {smoothing!r}")
         if batch < 1:
             raise ConfigError(f"batch must be >= 1, got {batch}")
+        if false_alarm_rate is not None and not (math.isfinite(false_alarm_rate) and 0 < false_alarm_rate < 1):
+            raise ConfigError(f"false_alarm_rate must be in (0, 1) (or None: global thresholds), got "
+                              f"{false_alarm_rate!r}")
+        per_query = threshold_on is None and false_alarm_rate is not None
         threshold_on, threshold_off = resolve_thresholds(retriever.bundle.thresholds, threshold_on, threshold_off,
                                                          retriever.bundle_id)
+        self.false_alarm_rate = false_alarm_rate
+        self._gallery = load_gallery(retriever.bundle) if per_query else None  # None: global thresholds
         self.retriever = retriever
         self.window, self.stride, self.smoothing, self.batch = float(window), float(stride), float(smoothing), batch
         self.num_frames, self.image_size = retriever.bundle.num_frames, retriever.bundle.image_size
@@ -191,8 +201,8 @@ class Monitor:
         self._lock = threading.RLock()  # queries change from other threads while run() scores
         self._outbox: list[dict] = []  # events of removed queries, delivered by run() in order
         self.text = retriever.encode_text(queries) if queries else None  # standing queries: encoded once
-        for query in queries:
-            self.tracker.add(query)
+        for query, thresholds in zip(queries, self._calibrate(self.text) if queries else []):
+            self._add(query, thresholds)
 
     @property
     def bundle_id(self) -> str:
@@ -209,6 +219,16 @@ class Monitor:
     @property
     def queries(self) -> list[str]:
         return self.tracker.texts
+
+    @property
+    def per_query_thresholds(self) -> bool:
+        """True when queries get their own thresholds from the bundle's background gallery."""
+        return self._gallery is not None
+
+    def thresholds_of(self, index: int) -> tuple[float, float]:
+        """(on, off) of standing query `index` (its own, or the global pair). KeyError for an unknown index."""
+        with self._lock:
+            return self.tracker.thresholds(index)
 
     @property
     def scores(self) -> np.ndarray:
@@ -229,9 +249,20 @@ class Monitor:
         """Add a standing query (encoded now, once); it is scored from the next window on. Returns its index
         (the events' `query_index`). Safe to call from any thread while `run` is under way."""
         pack = self.retriever.encode_text([text])  # QueryError for an empty or oversized query
+        thresholds = self._calibrate(pack)[0]  # scored against the gallery outside the lock
         with self._lock:
             self.text = pack if self.text is None else {k: np.concatenate([v, pack[k]]) for k, v in self.text.items()}
-            return self.tracker.add(text)
+            return self._add(text, thresholds)
+
+    def _calibrate(self, pack: dict) -> list:
+        """Each query's thresholds (`hbci.runtime.gallery.query_thresholds`; the global pair without a gallery)."""
+        return query_thresholds(self.retriever, pack, self._gallery,
+                                (self.tracker.threshold_on, self.tracker.threshold_off),
+                                self.false_alarm_rate or DEFAULT_FALSE_ALARM_RATE)
+
+    def _add(self, text: str, thresholds) -> int:
+        own = None if thresholds.null is None else (thresholds.on, thresholds.off)
+        return self.tracker.add(text, own, thresholds.null)
 
     def remove_query(self, index: int) -> None:
         """Remove a standing query by index; an open event of it ends with reason "removed" (yielded by `run`

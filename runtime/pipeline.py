@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import IO, Sequence
 
 from hbci.runtime.errors import ConfigError
+from hbci.runtime.gallery import DEFAULT_FALSE_ALARM_RATE
 from hbci.runtime.monitor import DEFAULT_SMOOTHING, DEFAULT_STRIDE, DEFAULT_WINDOW, Monitor, Window
 
 __all__ = ["SourceSpec", "MonitorSettings", "Sink", "JsonLinesSink", "ClipSink", "OverlaySink", "RecentEvents",
@@ -57,6 +58,8 @@ class MonitorSettings:
     threshold_on: float | None = None  # None: the bundle's calibrated thresholds
     threshold_off: float | None = None
     batch: int = 8
+    # per-query thresholds from the bundle's gallery at this false-alarm rate (None: the global thresholds)
+    false_alarm_rate: float | None = DEFAULT_FALSE_ALARM_RATE
 
 
 class Sink:
@@ -180,7 +183,7 @@ class Pipeline:
         self.monitor = Monitor(retriever, list(queries), window=settings.window, stride=settings.stride,
                                smoothing=settings.smoothing, threshold_on=settings.threshold_on,
                                threshold_off=settings.threshold_off, batch=settings.batch,
-                               require_queries=require_queries)
+                               require_queries=require_queries, false_alarm_rate=settings.false_alarm_rate)
         self._stop = stop or threading.Event()
         self._thread: threading.Thread | None = None
         self._used = False  # the current source has been run (a SourceSpec is opened again for the next run)

@@ -17,7 +17,7 @@ import numpy as np
 
 from hbci.runtime.backends import Backend, create_backend
 from hbci.runtime.bundle import (BCI_SCORER, GRAPHS, SCORES, TEXT_ENCODER, TEXT_INPUTS, VIDEO_ENCODER, VIDEO_INPUTS,
-                                 Bundle, load_bundle)
+                                 Bundle, load_bundle, relative_error)
 from hbci.runtime.bundle import PRECISIONS as BUNDLE_PRECISIONS
 from hbci.runtime.errors import BundleError, QueryError
 from hbci.runtime.tokenizer import ClipTokenizer
@@ -108,9 +108,11 @@ class Retriever:
     def self_check(self) -> str | None:
         """Run every graph on the bundle's golden inputs; return what failed, or None.
 
-        Guards against back-end settings that run but compute garbage (for example every embedding equal).
+        Each output is held to its own relative tolerance recorded in the manifest (`Manifest.output_check`;
+        bundles without recorded tolerances: the precision's absolute one). Guards against back-end settings that
+        run but compute garbage (for example every embedding equal).
         """
-        tolerance = self.bundle.manifest.tolerance(self.precision)
+        manifest = self.bundle.manifest
         golden = self.bundle.golden()
         for graph in GRAPHS:
             try:
@@ -121,10 +123,27 @@ class Retriever:
                 expected = golden.outputs[graph].get(name)
                 if expected is None:
                     continue
-                error = float(np.abs(value - expected).max()) if value.shape == expected.shape else float("inf")
+                tolerance, relative = manifest.output_check(self.precision, graph, name)
+                if relative:
+                    error = relative_error(value, expected)
+                else:
+                    error = float(np.abs(value - expected).max()) if value.shape == expected.shape else float("inf")
                 if not error <= tolerance:
-                    return f"{graph} output {name} differs from the golden output by {error:.3g} (> {tolerance})"
+                    kind = "relative error" if relative else "max abs difference"
+                    return (f"{graph} output {name} differs from the golden output: {kind} {error:.3g} "
+                            f"(> {tolerance:g})")
         return None
+
+    def golden_errors(self) -> dict[str, dict[str, float]]:
+        """{graph: {output: relative error}} of this retriever's graphs on the golden inputs (`relative_error`):
+        what export records tolerances from."""
+        golden = self.bundle.golden()
+        errors: dict[str, dict[str, float]] = {}
+        for graph in GRAPHS:
+            outputs = self.backends[graph].run(golden.inputs[graph])
+            errors[graph] = {name: relative_error(value, golden.outputs[graph][name])
+                             for name, value in outputs.items() if name in golden.outputs[graph]}
+        return errors
 
     # ------------------------------------------------------------------------------------------------ text
     def tokenize(self, texts: list[str]) -> np.ndarray:

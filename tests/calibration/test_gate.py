@@ -53,6 +53,14 @@ def test_passing_gate_writes_int8_and_the_runtime_loads_it(fresh_bundle, calib_s
     assert manifest.golden_tolerance["int8"] == figures["golden_tolerance"] >= max(
         figures["golden_max_abs_diff"].values())
     assert all(c["passed"] for c in figures["checks"])
+    # Per-output relative tolerances: each quantized encoder's from its own golden error with a margin, the FP32
+    # scorer keeps its own.
+    int8 = manifest.output_tolerance["int8"]
+    assert "video_encoder" in figures["golden_relative_error"]
+    for graph, errors in figures["golden_relative_error"].items():
+        for name, error in errors.items():
+            assert error <= int8[graph][name] <= max(4 * error, 0.02) * 1.1
+    assert int8["bci_scorer"] == manifest.output_tolerance["fp32"]["bci_scorer"]
     assert not list(fresh_bundle.glob(".int8-staging-*")), "staging folder left behind"
     assert any("passed" in m for m in messages)
 

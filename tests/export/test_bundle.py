@@ -132,3 +132,82 @@ def test_torch_scores_independent_of_chunking(tiny_checkpoint, data_config):
     b, _ = score_all(model, text, video, chunk=64)
     np.testing.assert_allclose(a, b, atol=1e-6)
     assert torch.is_tensor(text["text_global"])
+
+
+class _Shifted:
+    """A back end whose output `name` is its real output with `delta` added to one element."""
+
+    def __init__(self, backend, name, delta):
+        self.backend, self.output, self.delta = backend, name, delta
+        self.name, self.input_names = backend.name, backend.input_names
+
+    def run(self, feeds):
+        outputs = self.backend.run(feeds)
+        value = outputs[self.output].copy()
+        value.flat[value.size // 2] += self.delta
+        return outputs | {self.output: value}
+
+
+def test_each_output_has_its_own_recorded_relative_tolerance(tiny_bundle):
+    from hbci.runtime.bundle import MIN_RELATIVE_TOLERANCE
+
+    manifest = load_bundle(tiny_bundle).manifest
+    golden = load_bundle(tiny_bundle).golden()
+    for precision in ("fp32", "fp16"):
+        recorded = manifest.output_tolerance[precision]
+        for graph, outputs in golden.outputs.items():
+            assert set(recorded[graph]) == set(outputs), (precision, graph)
+            for name in outputs:
+                tolerance, relative = manifest.output_check(precision, graph, name)
+                assert relative and MIN_RELATIVE_TOLERANCE[precision] <= tolerance < 0.1
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("graph,name", [("video_encoder", "pool_values"), ("video_encoder", "video_global"),
+                                        ("text_encoder", "text_global")])
+def test_an_output_beyond_its_tolerance_fails_the_self_check_and_one_within_passes(tiny_bundle, precision, graph,
+                                                                                    name):
+    runtime = Retriever.load(tiny_bundle, backend="onnxruntime-cpu", precision=precision)
+    tolerance, relative = runtime.bundle.manifest.output_check(precision, graph, name)
+    assert relative
+    scale = float(np.abs(runtime.bundle.golden().outputs[graph][name]).max())
+    real = runtime.backends[graph]
+    runtime.backends[graph] = _Shifted(real, name, 0.5 * tolerance * scale)
+    assert runtime.self_check() is None
+    runtime.backends[graph] = _Shifted(real, name, 1.5 * tolerance * scale)
+    problem = runtime.self_check()
+    assert problem is not None and f"{graph} output {name}" in problem and "relative error" in problem
+
+
+def test_a_bundle_without_recorded_tolerances_falls_back_to_the_absolute_one(tiny_bundle, tmp_path):
+    import dataclasses
+
+    from hbci.runtime.bundle import write_manifest
+
+    copy = tmp_path / "old"
+    shutil.copytree(tiny_bundle, copy)
+    write_manifest(copy, dataclasses.replace(load_bundle(copy).manifest, output_tolerance=None))
+    runtime = Retriever.load(copy, backend="onnxruntime-cpu", precision="fp32")
+    tolerance, relative = runtime.bundle.manifest.output_check("fp32", "video_encoder", "pool_values")
+    assert not relative and tolerance == 1e-3
+    real = runtime.backends["video_encoder"]
+    runtime.backends["video_encoder"] = _Shifted(real, "pool_values", 0.5 * tolerance)
+    assert runtime.self_check() is None
+    runtime.backends["video_encoder"] = _Shifted(real, "pool_values", 2 * tolerance)
+    assert "max abs difference" in runtime.self_check()
+
+
+def test_a_gallery_is_added_to_an_exported_bundle_without_changing_its_id(tiny_bundle, tmp_path):
+    from hbci.runtime.gallery import build_gallery, load_gallery
+    from hbci.runtime.monitor import Monitor
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_bundle, copy)
+    before = load_bundle(copy).manifest
+    manifest = build_gallery(copy, streams=1, clips=2, max_windows=8)
+    assert manifest.bundle_id == before.bundle_id and manifest.gallery.precision == "fp32"
+    assert manifest.output_tolerance == before.output_tolerance and manifest.score_stats == before.score_stats
+    gallery = load_gallery(load_bundle(copy))
+    assert set(gallery) == set(manifest.scorer_inputs.video) and len(gallery["video_mask"]) == 8
+    monitor = Monitor(Retriever.load(copy, backend="onnxruntime-cpu"), ["a red circle moves left"])
+    assert monitor.per_query_thresholds and monitor.thresholds_of(0)[0] >= monitor.threshold_on

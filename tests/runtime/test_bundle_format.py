@@ -93,3 +93,15 @@ def test_the_graph_io_names_are_the_bundles(runtime_bundle):
     for graph, name in GLOBAL_OUTPUTS.items():
         assert golden.outputs[graph][name].ndim == 2
     assert "scores" in golden.outputs["bci_scorer"]
+
+
+def test_output_tolerances_keep_a_margin_and_a_floor_and_errors_are_relative():
+    from hbci.runtime.bundle import MIN_RELATIVE_TOLERANCE, TOLERANCE_MARGIN, output_tolerances, relative_error
+
+    assert relative_error(np.array([6.0, 0.1]), np.array([6.0, -0.2])) == pytest.approx(0.3 / 6)
+    assert relative_error(np.zeros(2), np.zeros(3)) == float("inf")
+    assert np.isnan(relative_error(np.array([np.nan]), np.array([1.0])))
+    tolerances = output_tolerances({"g": {"tiny": 1e-9, "big": 0.0123}}, "int8")
+    assert tolerances["g"]["tiny"] == MIN_RELATIVE_TOLERANCE["int8"]
+    assert tolerances["g"]["big"] == pytest.approx(0.05)  # 4 x 0.0123 = 0.0492, rounded up to 2 digits
+    assert tolerances["g"]["big"] >= TOLERANCE_MARGIN * 0.0123
