@@ -108,7 +108,7 @@ def _dataset(root: Path) -> None:
 def _config(tmp_path: Path, name: str):
     cfg = apply_overrides(load_config("small"), [
         f"data.root={tmp_path / 'data'}", f"data.cache_dir={tmp_path / 'cache'}", "data.workers=1",
-        f"train.out_dir={tmp_path / name}", "data.val_split=", "train.epochs=1", "train.batch_size=4", "train.num_threads=1",
+        f"train.out_dir={tmp_path / name}", "data.val_split=", "data.heldout_split=", "train.epochs=1", "train.batch_size=4", "train.num_threads=1",
         "train.device=cpu"])
     return dataclasses.replace(cfg, model=TINY)
 
