@@ -1,7 +1,9 @@
 """The ablation table: `hbci-ablate CONFIG --out DIR [overrides]`.
 
-Trains one row per component on the same data, budget and seed (clips are decoded once and shared), from
-CLIP4Clip's mean pooling up to full HBCI, and writes a markdown table with t2v / v2t R@1, R@5, MdR and the
+Trains one row per component on the same data, budget and seed (the training pool and the evaluation clips are
+decoded once and shared), from CLIP4Clip's mean pooling up to full HBCI and then the temporal negatives, and writes
+a markdown table: t2v / v2t R@1 (with its standard error) and R@5 / MdR on the test split, t2v / v2t R@1 on the
+held-out-look split when the config names one, the hard-negative pairs (left/right, up/down, event order) and the
 training time of each row.
 """
 
@@ -10,24 +12,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
 from hbci.config import ExperimentConfig, apply_overrides, load_config
 
-__all__ = ["ROWS", "row_config", "run_ablation", "markdown_table", "main"]
+__all__ = ["ROWS", "row_config", "run_ablation", "markdown_table", "standard_error", "main"]
 
-_NO_EXTRAS = {"concepts": 1, "decorrelation_weight": 0.0, "distill_weight": 0.0}
+_NO_TIME = {"temporal_negative_weight": 0.0}
+_NO_EXTRAS = {"concepts": 1, "decorrelation_weight": 0.0, "distill_weight": 0.0, **_NO_TIME}
 
-# Each row adds one component to the row before it.
+# Each row adds one component to the row before it; the last is the base config itself (the shipped recipe).
 ROWS: list[tuple[str, dict]] = [
     ("mean pooling (CLIP4Clip meanP)",
      {"temporal_layers": 0, "video_pooling": "mean", "levels": (3,), **_NO_EXTRAS}),
     ("temporal transformer + mean (CLIP4Clip seqTransf)", {"video_pooling": "mean", "levels": (3,), **_NO_EXTRAS}),
     ("text-guided pooling only (X-Pool style)", {"levels": (3,), **_NO_EXTRAS}),
-    ("+ concept decoupling", {"levels": (3,), "distill_weight": 0.0}),
-    ("+ BCI (levels 1-3)", {"distill_weight": 0.0}),
-    ("+ cross-level distillation (full HBCI)", {}),
+    ("+ concept decoupling", {"levels": (3,), "distill_weight": 0.0, **_NO_TIME}),
+    ("+ BCI (levels 1-3)", {"distill_weight": 0.0, **_NO_TIME}),
+    ("+ cross-level distillation (full HBCI)", _NO_TIME),
+    ("+ temporal negatives (full HBCI, shipped recipe)", {}),
 ]
 
 
@@ -38,33 +43,57 @@ def row_config(base: ExperimentConfig, index: int, out: Path) -> ExperimentConfi
     return dataclasses.replace(base, model=model, train=train)
 
 
+def standard_error(percent: float, n: int) -> float:
+    """Binomial standard error (percentage points) of a rate measured on n queries."""
+    p = percent / 100
+    return 100 * math.sqrt(max(p * (1 - p), 0.0) / max(n, 1))
+
+
 def markdown_table(results: list[tuple[str, dict]]) -> str:
-    lines = ["| model | t2v R@1 | t2v R@5 | t2v MdR | v2t R@1 | v2t R@5 | v2t MdR | train time |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    """Test t2v/v2t R@1 with standard errors, R@5, t2v MdR; held-out-look R@1 (when run); hard-negative pairs."""
+    held = any("heldout" in res for _, res in results)
+    head = "| model | t2v R@1 | t2v R@5 | t2v MdR | v2t R@1 |" + (" held-out t2v R@1 | held-out v2t R@1 |" if held
+                                                                  else "")
+    head += " left/right | up/down | order | train time |"
+    lines = [head, "|---" + "|---:" * (head.count("|") - 2) + "|"]
+
+    def r1(res, side):
+        n = res["n_captions"] if side == "t2v" else res["n_videos"]
+        return f"{res[side]['R@1']:.1f} ± {standard_error(res[side]['R@1'], n):.1f}"
+
+    def pair(res, name):
+        v = res.get("variants", {}).get(name, {})
+        return f"{v['accuracy']:.0f}%" if v.get("accuracy") is not None else "-"
+
     for name, res in results:
-        t, v = res["test"]["t2v"], res["test"]["v2t"]
-        lines.append(f"| {name} | {t['R@1']:.1f} | {t['R@5']:.1f} | {t['MdR']:.0f} | {v['R@1']:.1f} | "
-                     f"{v['R@5']:.1f} | {v['MdR']:.0f} | {res['train_seconds'] / 60:.1f} min |")
+        test = res["test"]
+        row = f"| {name} | {r1(test, 't2v')} | {test['t2v']['R@5']:.1f} | {test['t2v']['MdR']:.0f} | {r1(test, 'v2t')} |"
+        if held:
+            row += (f" {r1(res['heldout'], 't2v')} | {r1(res['heldout'], 'v2t')} |" if "heldout" in res
+                    else " - | - |")
+        row += (f" {pair(test, 'left/right')} | {pair(test, 'up/down')} | {pair(test, 'event order')} | "
+                f"{res['train_seconds'] / 60:.1f} min |")
+        lines.append(row)
     return "\n".join(lines)
 
 
 def run_ablation(base: ExperimentConfig, out: Path, rows: list[int] | None = None, progress: bool = True) -> str:
-    from hbci.data import load_clipset
+    from hbci.backbone import config_image_size
+    from hbci.data import load_clipset, load_pool
     from hbci.train import train
 
     out.mkdir(parents=True, exist_ok=True)
     m, d = base.model, base.data
-    from hbci.backbone import backbone_info, create_backbone
-
-    size = backbone_info(create_backbone(m.backbone))["image_size"]
-    clips = {split: load_clipset(d, split, m.num_frames, size, base.train.max_train_clips if split == d.train_split
-                                 else 0, progress) for split in (d.train_split, d.val_split, d.test_split)}
+    size = config_image_size(m.backbone)
+    pool = load_pool(d, d.train_split, size, base.train.max_train_clips, progress)
+    clips = {split: load_clipset(d, split, m.num_frames, size, 0, progress) if split else None
+             for split in (d.val_split, d.test_split, d.heldout_split)}
     results = {}
     for index in rows or range(len(ROWS)):
         config = row_config(base, index, out)
         print(f"== row {index + 1}: {ROWS[index][0]}", file=sys.stderr)
-        res = train(config, progress=progress, train_clips=clips[d.train_split], val_clips=clips[d.val_split],
-                    test_clips=clips[d.test_split])
+        res = train(config, progress=progress, train_pool=pool, val_clips=clips[d.val_split],
+                    test_clips=clips[d.test_split], heldout_clips=clips[d.heldout_split])
         results[index] = res
         ordered = [(ROWS[i][0], results[i]) for i in sorted(results)]  # ROWS order, whatever order they ran in
         (out / "ablation.json").write_text(json.dumps(ordered, indent=1))

@@ -30,6 +30,7 @@ class ModelConfig:
     max_words: int = 32                  # L, fixed per bundle
     temporal_layers: int = 2             # 0 = no temporal transformer (CLIP4Clip meanP)
     temporal_heads: int = 4
+    temporal_trend: bool = False         # add the clip's feature trend to every frame (order visible from step 0)
     video_pooling: str = "text_guided"   # level 3 video side: "text_guided" (X-Pool) or "mean"
     levels: tuple[int, ...] = (1, 2, 3)  # 1 frame/word, 2 segment/phrase, 3 video/sentence
     num_segments: int = 4                # learnable queries pooling frames into segments (level 2)
@@ -42,6 +43,7 @@ class ModelConfig:
     distill_direction: str = "fine_to_coarse"  # or "coarse_to_fine"
     distill_temperature: float | None = None   # None: 1/logit_scale; 1.0 distils raw cosines (HBI)
     distill_stop_grad: bool = True       # False reproduces HBI (gradients reach the teacher level)
+    temporal_negative_weight: float = 0.0  # weight of the loss against a window's time-reversed / order-swapped self
 
     def __post_init__(self):
         checks = [
@@ -54,6 +56,7 @@ class ModelConfig:
             (self.concepts >= 1, "concepts must be >= 1"),
             (self.bci_iterations >= 0, "bci_iterations must be >= 0"),
             (self.num_frames >= 1 and self.max_words >= 3, "num_frames >= 1 and max_words >= 3"),
+            (self.temporal_negative_weight >= 0, "temporal_negative_weight must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -75,12 +78,25 @@ class DataConfig:
     cache_short_side: int = 0            # cached frames' short side in pixels; 0 = 8/7 of the model image size
     cache_codec: str = "jpg"             # "jpg" (quality 95, ~10x smaller) or "raw" (uint8 arrays, lossless)
     workers: int = 0                     # decoding threads; 0 = one per CPU core (at most 16)
+    heldout_split: str = ""              # a second test split reported beside test (synthetic: "heldout")
+    # Training windows (hbci.sampling): random offsets and frames, the overlap rule; evaluation is always aligned.
+    frame_sampling: str = "random"       # "random": a random frame per segment; "centre": the runtime's centres
+    window_shift: float = 1 / 3          # windows start up to this share of their clip's length early or late
+    min_event_share: float = 0.6         # a shifted window keeps at least this share of the captioned events
+    min_clip_share: float = 0.6          # and lies at least this share on its clip
+    pool_frames: int = 48                # frames kept per training item around its span (more are subsampled)
 
     def __post_init__(self):
         if self.cache_codec not in ("jpg", "raw"):
             raise ConfigError("data: cache_codec must be 'jpg' or 'raw'")
         if not self.cache_fps > 0 or self.cache_short_side < 0 or self.workers < 0:
             raise ConfigError("data: cache_fps must be > 0, cache_short_side and workers >= 0")
+        if self.frame_sampling not in ("random", "centre"):
+            raise ConfigError("data: frame_sampling must be 'random' or 'centre'")
+        if not (0 <= self.window_shift < 1 and 0 < self.min_event_share <= 1 and 0 < self.min_clip_share <= 1):
+            raise ConfigError("data: window_shift must be in [0, 1), min_event_share and min_clip_share in (0, 1]")
+        if self.pool_frames < 1:
+            raise ConfigError("data: pool_frames must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
-"""Training-side data: each split's clips as one compact array of T frames, captions tokenized, batches made.
+"""Training-side data: evaluation clips, the training frame pool and its windows, captions tokenized.
 
-Without a frame cache, clips are decoded straight from the videos through `hbci.runtime.video` (the runtime's own
-reader and preprocessing), so training and the deployed runtime see identical pixels. With `data.cache_dir` (see
-`hbci.framecache`, written by `hbci-prepare`), the T frames are sampled from the cached frames and cropped by the
-same `resize_center_crop`; the split's clip array is materialised once in the cache folder and memory-mapped, so
-the processes of a multi-GPU run share one copy through the page cache instead of decoding and holding one each.
+Evaluation splits are `ClipSet`s: each clip's T frames at the segment centres of its span, exactly what the runtime
+samples. Training draws windows at random from a `FramePool`: every training item's frames around its span (a
+little more than the largest window shift on each side, at most `data.pool_frames`), resized and centre-cropped
+once; `hbci.sampling` says how a window is drawn and when it still matches its caption.
+
+Without a frame cache, videos are decoded straight through `hbci.runtime.video` (the runtime's own reader and
+preprocessing), so training and the deployed runtime see identical pixels. With `data.cache_dir` (see
+`hbci.framecache`, written by `hbci-prepare`), frames come from the cache and are cropped by the same
+`resize_center_crop`; clip sets and pools are materialised once in the cache folder and memory-mapped, so the
+processes of a multi-GPU run share one copy through the page cache instead of decoding and holding one each.
 """
 
 from __future__ import annotations
@@ -23,14 +28,17 @@ import numpy as np
 import torch
 
 from hbci.datasets import DATASETS, VideoItem, check_videos, load_split
-from hbci.framecache import CacheSpec, FrameCache, read_span
+from hbci.framecache import CacheSpec, FrameCache, read_span, span_indices, timestamps
 from hbci.runtime.errors import ConfigError, DatasetError, VideoError
-from hbci.runtime.video import CLIP_MEAN, CLIP_STD, load_clip, normalize
+from hbci.runtime.video import CLIP_MEAN, CLIP_STD, load_clip, normalize, read_indices, resize_center_crop, sample_indices
+from hbci.sampling import WindowPolicy, draw_window
 
-__all__ = ["ClipSet", "decode_clips", "load_items", "load_clipset", "cached_clipset", "default_workers",
+__all__ = ["ClipSet", "FramePool", "WindowBatch", "decode_clips", "decode_pool", "load_items", "load_clipset",
+           "load_pool", "cached_clipset", "cached_pool", "pool_span", "window_policy", "default_workers",
            "frames_to_tensor", "tokenize", "EOT_ID"]
 
 CLIPS_FORMAT = "hbci-clips/1"
+POOL_FORMAT = "hbci-pool/1"
 
 EOT_ID = 49407
 
@@ -127,13 +135,10 @@ def load_clipset(data_cfg, split: str, num_frames: int, image_size: int, limit: 
     return decode_clips(items, num_frames, image_size, workers=workers, progress=progress)
 
 
-def cached_clipset(data_cfg, split: str, items: list[VideoItem], num_frames: int, image_size: int,
-                   workers: int = 2, progress: bool = True, warn=_stderr) -> ClipSet:
-    """The split's clips from the frame cache, materialised once under `<cache_dir>/clips/` and memory-mapped.
-
-    Videos hbci-prepare could not decode (its failed.json) are skipped with a warning that counts them; a video
-    the cache has never seen is an error (run hbci-prepare), never a silent fallback to other pixels.
-    """
+def _cached_items(data_cfg, split: str, items: list[VideoItem], image_size: int, warn):
+    """(cache, the items it holds). Videos hbci-prepare could not decode (its failed.json) are skipped with a
+    warning that counts them; a video the cache has never seen is an error (run hbci-prepare), never a silent
+    fallback to other pixels."""
     cache = FrameCache(data_cfg.cache_dir, CacheSpec.from_config(data_cfg, image_size), data_cfg.root)
     failures = cache.failures()
     present, failed, missing = [], [], []
@@ -154,47 +159,64 @@ def cached_clipset(data_cfg, split: str, items: list[VideoItem], num_frames: int
              f"{cache.root / 'failed.json'})")
     if not present:
         raise DatasetError(f"no video of split {split!r} is in the frame cache {cache.root}")
+    return cache, present
+
+
+def _materialised_name(cache: FrameCache, split: str, kind: str, key: dict) -> Path:
+    digest = hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(split).name)
+    return cache.root / "clips" / f"{name}-{kind}-{digest}"
+
+
+def cached_clipset(data_cfg, split: str, items: list[VideoItem], num_frames: int, image_size: int,
+                   workers: int = 2, progress: bool = True, warn=_stderr) -> ClipSet:
+    """The split's clips from the frame cache, materialised once under `<cache_dir>/clips/` and memory-mapped."""
+    cache, present = _cached_items(data_cfg, split, items, image_size, warn)
     rows = [[item.video_id, cache.key(item.path), item.start, item.end] for item in present]
     key = {"format": CLIPS_FORMAT, "cache": asdict(cache.spec), "num_frames": num_frames,
            "image_size": image_size, "items": rows}
-    digest = hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(split).name)
-    base = cache.root / "clips" / f"{name}-T{num_frames}-S{image_size}-{digest}"
+    base = _materialised_name(cache, split, f"T{num_frames}-S{image_size}", key)
     marker, frames_path, masks_path = (base.with_name(base.name + suffix)
                                        for suffix in (".json", ".frames.npy", ".masks.npy"))
     if not (marker.is_file() and frames_path.is_file() and masks_path.is_file()):
-        _materialise(cache, present, num_frames, image_size, workers, progress, frames_path, masks_path)
+        masks = np.zeros((len(present), num_frames), dtype=bool)
+
+        def fill(frames, index):
+            item = present[index]
+            frames[index], masks[index] = cache.entry(item.path).clip(num_frames, image_size, item.start, item.end)
+
+        _write_memmap(frames_path, (len(present), num_frames, image_size, image_size, 3), fill, len(present),
+                      workers, progress, "clips from cache", cache, present)
+        np.save(masks_path, masks)
         marker.write_text(json.dumps(key))  # written last: its presence means the arrays are complete
     return ClipSet(present, np.load(frames_path, mmap_mode="r"), np.load(masks_path))
 
 
-def _materialise(cache: FrameCache, items: list[VideoItem], num_frames: int, image_size: int, workers: int,
-                 progress: bool, frames_path: Path, masks_path: Path) -> None:
-    """Write the clip array straight to disk (never all of it in memory), then rename it into place."""
+def _write_memmap(path: Path, shape: tuple, fill, count: int, workers: int, progress: bool, desc: str,
+                  cache: FrameCache, items: list[VideoItem] | None = None) -> None:
+    """Write an array straight to disk (never all of it in memory) by `fill(array, index)` for every index, then
+    rename it into place. A damaged cache entry is named, with how to mend it."""
     from tqdm import tqdm
 
-    frames_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = frames_path.with_name(f"{frames_path.name}.{os.getpid()}.tmp")
-    frames = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                       shape=(len(items), num_frames, image_size, image_size, 3))
-    masks = np.zeros((len(items), num_frames), dtype=bool)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
 
     def one(index: int) -> None:
-        item = items[index]
         try:
-            frames[index], masks[index] = cache.entry(item.path).clip(num_frames, image_size, item.start, item.end)
-        except (OSError, ValueError, KeyError) as exc:  # a damaged entry file: name it, and how to mend it
-            raise DatasetError(f"{cache.entry_path(item.path)}: unreadable cache entry ({type(exc).__name__}: "
-                               f"{exc}); delete it and run hbci-prepare again") from None
+            fill(array, index)
+        except (OSError, ValueError, KeyError) as exc:
+            where = cache.entry_path(items[index].path) if items else cache.root
+            raise DatasetError(f"{where}: unreadable cache entry ({type(exc).__name__}: {exc}); delete it and run "
+                               f"hbci-prepare again") from None
 
     try:
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            list(tqdm(pool.map(one, range(len(items))), total=len(items), desc="clips from cache",
-                      disable=not progress, file=sys.stderr, leave=False))
-        frames.flush()
-        del frames
-        os.replace(tmp, frames_path)
-        np.save(masks_path, masks)
+            list(tqdm(pool.map(one, range(count)), total=count, desc=desc, disable=not progress, file=sys.stderr,
+                      leave=False))
+        array.flush()
+        del array
+        os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -218,3 +240,170 @@ def tokenize(texts: list[str], context_length: int) -> tuple[torch.Tensor, torch
     eot = (ids == EOT_ID).int().argmax(dim=1)
     mask = (torch.arange(context_length)[None] <= eot[:, None]).float()
     return ids.int(), mask
+
+
+# ------------------------------------------------------------------------------------------------ training pool
+@dataclass
+class WindowBatch:
+    """Training windows: frames, masks, and which of them have temporal negatives."""
+
+    frames: np.ndarray  # uint8 [B, T, S, S, 3]
+    masks: np.ndarray  # bool [B, T]
+    reverse: np.ndarray  # bool [B]: the window played backwards contradicts its captions
+    cut: np.ndarray  # int64 [B]: frames [cut:] then [:cut] put its events in the other order; 0: no such cut
+
+
+@dataclass
+class FramePool:
+    """Every training item's frames around its span, resized and centre-cropped: uint8 frames [total, S, S, 3],
+    their times in seconds in the item's video, and offsets [N + 1] (item i holds frames[offsets[i]:offsets[i+1]])."""
+
+    items: list[VideoItem]
+    frames: np.ndarray
+    times: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def item_times(self, index: int) -> np.ndarray:
+        return self.times[self.offsets[index]:self.offsets[index + 1]]
+
+    def windows(self, index: np.ndarray, num_frames: int, policy: WindowPolicy, seed: int) -> WindowBatch:
+        """One window per item of `index`, drawn by `hbci.sampling.draw_window` with a generator seeded by
+        (seed, item): the same windows in one process or split over several, and after a resume."""
+        b = len(index)
+        size = self.frames.shape[1:]
+        frames = np.zeros((b, num_frames, *size), np.uint8)
+        masks = np.zeros((b, num_frames), bool)
+        reverse, cut = np.zeros(b, bool), np.zeros(b, np.int64)
+        for row, i in enumerate(index):
+            item, times = self.items[i], self.item_times(i)
+            picked = draw_window(times, (item.start, item.end), (item.event_start, item.event_end), num_frames,
+                                 policy, np.random.default_rng([seed, int(i)]))
+            frames[row, :len(picked)] = self.frames[self.offsets[i] + picked]
+            masks[row, :len(picked)] = True
+            reverse[row] = item.time_sensitive
+            if item.order_cut is not None:
+                k = int((times[picked] < item.order_cut - 1e-6).sum())
+                cut[row] = k if 2 <= k <= len(picked) - 2 else 0  # both parts must show something of an event
+        return WindowBatch(frames, masks, reverse, cut)
+
+
+def window_policy(data_cfg) -> WindowPolicy:
+    return WindowPolicy(max_shift=data_cfg.window_shift, min_event_share=data_cfg.min_event_share,
+                        min_clip_share=data_cfg.min_clip_share, random_frames=data_cfg.frame_sampling == "random")
+
+
+def pool_span(times: np.ndarray, item: VideoItem, max_shift: float, most: int) -> np.ndarray:
+    """Indices of the frames a pool keeps for an item: those within a little more than `max_shift` of the span's
+    length around it (the whole video for an item without a span), at most `most` (uniformly subsampled)."""
+    start, end = item.start, item.end
+    if start is not None and end is not None:
+        margin = max_shift * (end - start) * 1.1 + 1e-3  # a frame more than the shift: spans end on a frame time
+        start, end = start - margin, end + margin
+    keep = span_indices(times, start, end)
+    return keep[sample_indices(len(keep), most)] if len(keep) > most else keep
+
+
+def _pool_plan(items, times_of, max_shift, most):
+    plans = [pool_span(times_of(item), item, max_shift, most) for item in items]
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in plans])]).astype(np.int64)
+    return plans, offsets
+
+
+def decode_pool(items: list[VideoItem], image_size: int, max_shift: float, most: int, workers: int = 2,
+                progress: bool = True, warn=_stderr) -> FramePool:
+    """Decode the pool straight from the videos (held in memory). A video that yields no frames is skipped with a
+    warning that counts and names it."""
+    from tqdm import tqdm
+
+    def times_of(item):
+        try:
+            return timestamps(item.path)[0]
+        except VideoError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        found = list(tqdm(pool.map(times_of, items), total=len(items), desc="timing", disable=not progress,
+                          file=sys.stderr, leave=False))
+    failed = [t for t in found if isinstance(t, VideoError)]
+    if failed:
+        warn(f"warning: {len(failed)} of {len(items)} videos yielded no frames and were skipped "
+             f"(first: {failed[0]})")
+    kept = [(item, t) for item, t in zip(items, found) if not isinstance(t, VideoError)]
+    if not kept:
+        raise VideoError(items[0].path if items else "<none>", "no video of the split could be decoded")
+    times_by_item = {id(item): t for item, t in kept}
+    items = [item for item, _ in kept]
+    plans, offsets = _pool_plan(items, lambda item: times_by_item[id(item)], max_shift, most)
+    frames = np.zeros((int(offsets[-1]), image_size, image_size, 3), np.uint8)
+    got = np.ones(len(frames), bool)
+
+    def one(index: int) -> None:
+        item, plan = items[index], plans[index]
+        crops, read = read_indices(item.path, plan, lambda f: resize_center_crop(f[None], image_size)[0])
+        position = np.searchsorted(plan, read)
+        frames[offsets[index] + position] = np.stack(crops) if crops else frames[:0]
+        got[offsets[index]:offsets[index + 1]] = np.isin(plan, read)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        list(tqdm(pool.map(one, range(len(items))), total=len(items), desc="decoding pool", disable=not progress,
+                  file=sys.stderr, leave=False))
+    times = np.concatenate([times_by_item[id(item)][plan] for item, plan in zip(items, plans)])
+    return _drop_unread(FramePool(items, frames, times, offsets), got)
+
+
+def _drop_unread(pool: FramePool, got: np.ndarray) -> FramePool:
+    """A stream that broke off after its first pass keeps the frames before the damage."""
+    if got.all():
+        return pool
+    counts = np.add.reduceat(got, pool.offsets[:-1]) if len(pool.items) else np.zeros(0, np.int64)
+    keep_items = counts > 0
+    offsets = np.concatenate([[0], np.cumsum(counts[keep_items])]).astype(np.int64)
+    return FramePool([it for it, k in zip(pool.items, keep_items) if k], pool.frames[got], pool.times[got], offsets)
+
+
+def cached_pool(data_cfg, split: str, items: list[VideoItem], image_size: int, max_shift: float, most: int,
+                workers: int = 2, progress: bool = True, warn=_stderr) -> FramePool:
+    """The pool from the frame cache, materialised once under `<cache_dir>/clips/` and memory-mapped (skipping and
+    refusing videos as `cached_clipset` does)."""
+    cache, present = _cached_items(data_cfg, split, items, image_size, warn)
+    entries_times = {}
+
+    def times_of(item):
+        key = cache.key(item.path)
+        if key not in entries_times:
+            entries_times[key] = cache.entry(item.path).times
+        return entries_times[key]
+
+    plans, offsets = _pool_plan(present, times_of, max_shift, most)
+    rows = [[item.video_id, cache.key(item.path), item.start, item.end] for item in present]
+    key = {"format": POOL_FORMAT, "cache": asdict(cache.spec), "image_size": image_size, "max_shift": max_shift,
+           "most": most, "items": rows}
+    base = _materialised_name(cache, split, f"pool-S{image_size}", key)
+    marker, frames_path, times_path = (base.with_name(base.name + suffix)
+                                       for suffix in (".json", ".frames.npy", ".times.npy"))
+    if not (marker.is_file() and frames_path.is_file() and times_path.is_file()):
+        def fill(frames, index):
+            item = present[index]
+            frames[offsets[index]:offsets[index + 1]] = resize_center_crop(
+                cache.entry(item.path).frames(plans[index]), image_size)
+
+        _write_memmap(frames_path, (int(offsets[-1]), image_size, image_size, 3), fill, len(present), workers,
+                      progress, "pool from cache", cache, present)
+        np.save(times_path, np.concatenate([times_of(item)[plan] for item, plan in zip(present, plans)]))
+        marker.write_text(json.dumps(key))  # written last: its presence means the arrays are complete
+    return FramePool(present, np.load(frames_path, mmap_mode="r"), np.load(times_path), offsets)
+
+
+def load_pool(data_cfg, split: str, image_size: int, limit: int = 0, progress: bool = True) -> FramePool:
+    """The training pool of a split (from the cache when `data.cache_dir` is set)."""
+    items = load_items(data_cfg, split)
+    if limit > 0:
+        items = items[:limit]
+    workers = data_cfg.workers or default_workers()
+    if data_cfg.cache_dir:
+        return cached_pool(data_cfg, split, items, image_size, data_cfg.window_shift, data_cfg.pool_frames,
+                           workers, progress)
+    return decode_pool(items, image_size, data_cfg.window_shift, data_cfg.pool_frames, workers, progress)

@@ -1,7 +1,13 @@
 """Evaluation: encode a split once, score every caption against every video in chunks, report retrieval metrics.
 
-`hbci-eval CHECKPOINT --data DIR` prints t2v and v2t R@1/5/10, MdR, MnR; DSL (dual softmax) and per-level
-results are reported beside them, never mixed into the main numbers.
+`hbci-eval CHECKPOINT --data DIR` prints t2v and v2t R@1/5/10, MdR, MnR of the test split, and of the held-out-look
+split beside it when the data has one; DSL (dual softmax) and per-level results are reported beside them, never
+mixed into the main numbers. Clips are aligned and sampled at segment centres, exactly as the runtime samples.
+
+On the synthetic benchmark (a meta.json beside the CSVs), a per-variant breakdown: for every clip and each of its
+hard-negative variants in the split (same objects, one thing changed), how often a caption scores its own clip
+above the other, both ways (ties count as wrong; chance 50%), by what the variant changed: left/right, up/down
+(a move reversed), grow/shrink, appear/disappear, event order, colour swap.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +24,13 @@ from hbci.data import ClipSet, frames_to_tensor, tokenize
 from hbci.metrics import dual_softmax, format_metrics, multi_caption_metrics
 from hbci.model import HBCI
 
-__all__ = ["encode_videos", "encode_texts", "score_all", "evaluate", "main"]
+__all__ = ["encode_videos", "encode_texts", "score_all", "evaluate", "synth_meta", "variant_accuracy",
+           "VARIANT_CLASSES", "main"]
+
+VARIANT_CLASSES = ("left/right", "up/down", "grow/shrink", "appear/disappear", "event order", "colour swap")
+_REVERSE_CLASS = {"move_left": "left/right", "move_right": "left/right", "move_up": "up/down",
+                  "move_down": "up/down", "grow": "grow/shrink", "shrink": "grow/shrink",
+                  "appear": "appear/disappear", "disappear": "appear/disappear"}
 
 
 def _cat(packs: list[dict]) -> dict:
@@ -61,11 +74,51 @@ def score_all(model: HBCI, text: dict, video: dict, chunk: int = 64) -> tuple[np
     return torch.cat(fused, 1).cpu().numpy(), {lv: torch.cat(s, 1).cpu().numpy() for lv, s in levels.items()}
 
 
-def evaluate(model: HBCI, clips: ClipSet, batch_size: int = 128) -> dict:
+def synth_meta(data_cfg, split: str) -> dict[str, dict] | None:
+    """{video path relative to the data root: its meta.json entry} for a synthetic split, else None."""
+    path = Path(data_cfg.root) / "meta.json"
+    if data_cfg.dataset != "csv" or not split or not path.is_file():
+        return None
+    entries = json.loads(path.read_text()).get("splits", {}).get(split)
+    return {e["video"]: e for e in entries} if entries else None
+
+
+def variant_accuracy(sim: np.ndarray, owners: np.ndarray, clips: ClipSet, meta: dict[str, dict],
+                     root: str | Path) -> dict:
+    """Per variant class (VARIANT_CLASSES, and "direction" = left/right + up/down): the share (%) of (caption,
+    other member) pairs of base-variant pairs where the caption scores its own clip strictly higher, and n."""
+    root = Path(root).resolve()
+    entries = [meta.get(Path(item.path).resolve().relative_to(root).as_posix()) if
+               Path(item.path).resolve().is_relative_to(root) else None for item in clips.items]
+    where = {(e["group"], e["variant"]): i for i, e in enumerate(entries) if e is not None}
+    captions_of = [np.flatnonzero(owners == i) for i in range(len(clips))]
+    hits: dict[str, list[bool]] = {c: [] for c in VARIANT_CLASSES}
+    for (group, label), i in where.items():
+        base = where.get((group, "base"))
+        if label == "base" or base is None:
+            continue
+        if label.startswith("reverse_"):
+            kind = entries[base]["events"][int(label.split("_")[1])]["kind"]
+            name = _REVERSE_CLASS[kind]
+        else:
+            name = "event order" if label == "swap_order" else "colour swap"
+        for own, other in ((base, i), (i, base)):
+            hits[name] += [bool(sim[c, own] > sim[c, other]) for c in captions_of[own]]
+    hits["direction"] = hits["left/right"] + hits["up/down"]
+    return {name: {"accuracy": round(100 * float(np.mean(h)), 1) if h else None, "n": len(h)}
+            for name, h in hits.items()}
+
+
+def evaluate(model: HBCI, clips: ClipSet, batch_size: int = 128, meta: dict[str, dict] | None = None,
+             root: str | Path | None = None) -> dict:
+    """Retrieval metrics of a clip set; with a synthetic split's meta (`synth_meta`) and its data root, also the
+    per-variant breakdown (`variant_accuracy`)."""
     model.eval()
     texts, owners = clips.captions()
     sim, levels = score_all(model, encode_texts(model, texts, batch_size), encode_videos(model, clips, batch_size))
     result = multi_caption_metrics(sim, owners)
+    if meta is not None and root is not None:
+        result["variants"] = variant_accuracy(sim, owners, clips, meta, root)
     result["dsl"] = multi_caption_metrics(dual_softmax(sim), owners)
     if len(levels) > 1:
         result["levels"] = {str(lv): multi_caption_metrics(s, owners) for lv, s in levels.items()}
@@ -78,6 +131,10 @@ def report(result: dict) -> str:
              f"(DSL, test-time normalisation, reported separately) t2v {format_metrics(result['dsl']['t2v'])}"]
     for level, res in result.get("levels", {}).items():
         lines.append(f"(level {level} alone) t2v {format_metrics(res['t2v'])}")
+    if "variants" in result:
+        shown = [f"{name} {v['accuracy']:.1f}% (n={v['n']})" for name, v in result["variants"].items()
+                 if v["accuracy"] is not None]
+        lines.append("hard negatives, own clip over its variant: " + ", ".join(shown))
     return "\n".join(lines)
 
 
@@ -93,20 +150,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint")
     parser.add_argument("--data", required=True, help="dataset root (for csv: folder with <split>.csv)")
     parser.add_argument("--dataset", default="csv")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", action="append",
+                        help="split to evaluate (repeatable; default: test, and heldout beside it when the data "
+                             "has a heldout.csv)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = parser.parse_args(argv)
+    data = DataConfig(dataset=args.dataset, root=args.data)
+    splits = args.split or ["test"] + (["heldout"] if (Path(args.data) / "heldout.csv").is_file() else [])
     try:
         model, _, _ = load_model(args.checkpoint)
-        clips = load_clipset(DataConfig(dataset=args.dataset, root=args.data), args.split,
-                             model.config.num_frames, model.image_size)
-        result = evaluate(model, clips, args.batch_size)
+        results = {}
+        for split in splits:
+            clips = load_clipset(data, split, model.config.num_frames, model.image_size)
+            results[split] = evaluate(model, clips, args.batch_size, synth_meta(data, split), args.data)
     except HbciError as exc:
         print(f"hbci-eval: error: {exc}", file=sys.stderr)
         return exit_code(exc)
-    print(f"{args.split}: {result['n_videos']} videos, {result['n_captions']} captions")
-    print(json.dumps(result, indent=1) if args.json else report(result))
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[splits[0]], indent=1))
+        return 0
+    for split, result in results.items():
+        print(f"{split}: {result['n_videos']} videos, {result['n_captions']} captions")
+        print(report(result))
     return 0
 
 

@@ -36,7 +36,7 @@ from hbci.runtime.errors import ConfigError, VideoError
 from hbci.runtime.video import frame_times, read_indices, sample_indices
 
 __all__ = ["FORMAT", "MIN_FRAMES", "JPEG_QUALITY", "CacheSpec", "FrameCache", "default_short_side",
-           "rate_indices", "span_indices", "decode_video", "read_span", "Entry"]
+           "rate_indices", "span_indices", "timestamps", "decode_video", "read_span", "Entry"]
 
 FORMAT = "hbci-frames/1"
 MIN_FRAMES = 64          # a video keeps at least this many frames (or all it has), so T <= 64 samples distinct ones
@@ -92,7 +92,7 @@ def span_indices(times: np.ndarray, start: float | None, end: float | None) -> n
     return np.asarray([int(np.argmin(np.abs(times - middle)))])
 
 
-def _timestamps(path: str | Path) -> tuple[np.ndarray, str]:
+def timestamps(path: str | Path) -> tuple[np.ndarray, str]:
     """Every decodable frame's time in seconds, and where the times came from."""
     times = frame_times(path)
     if len(times) == 0:
@@ -121,7 +121,7 @@ class _ShortSide:
 
 def decode_video(path: str | Path, spec: CacheSpec) -> tuple[list[np.ndarray], np.ndarray, dict]:
     """Decode one video for the cache: (frames at the cache's rate and short side, their times, meta)."""
-    times, timing = _timestamps(path)
+    times, timing = timestamps(path)
     frames, got = read_indices(path, rate_indices(times, spec.fps), _ShortSide(spec.short_side))
     if not frames:
         raise VideoError(path, f"{len(times)} frames counted on the first pass but none could be retrieved")
@@ -134,7 +134,7 @@ def read_span(path: str | Path, num_frames: int, image_size: int, start: float |
     the frames inside the span, resized and centre-cropped by the runtime's function. (uint8 [T, S, S, 3], mask)"""
     from hbci.runtime.video import resize_center_crop
 
-    times, _ = _timestamps(path)
+    times, _ = timestamps(path)
     inside = span_indices(times, start, end)
     frames, _ = read_indices(path, inside[sample_indices(len(inside), num_frames)])
     if not frames:

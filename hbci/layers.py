@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["masked_softmax", "masked_mean", "l2norm", "TemporalTransformer", "QueryPooling", "ConceptMap"]
+__all__ = ["masked_softmax", "masked_mean", "l2norm", "time_trend", "TemporalTransformer", "QueryPooling", "ConceptMap"]
 
 # Large enough that exp() underflows to exactly 0 in float32 and float16, small enough to stay finite in fp16.
 _MASK_FILL = -1e4
@@ -63,6 +63,17 @@ class _Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+def time_trend(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The trend of features over time, [B, T, D] -> [B, D]: sum_t c_t x_t with c_t = (t - mean t) over the valid
+    frames, scaled so that sum |c_t| = 1 (so, roughly, half of late frames minus early frames). It flips sign when
+    the frames are played backwards, and is 0 for a single frame."""
+    t = torch.arange(x.shape[1], device=x.device, dtype=x.dtype)[None]
+    mean = (t * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1.0)
+    c = (t - mean) * mask
+    c = c / c.abs().sum(1, keepdim=True).clamp(min=1e-6)
+    return (c[..., None] * x).sum(1)
+
+
 class TemporalTransformer(nn.Module):
     """CLIP4Clip "seqTransf": frame features plus a position embedding through a small transformer, added back
     to the frame features (residual), with padded frames masked out as keys.
@@ -70,13 +81,23 @@ class TemporalTransformer(nn.Module):
     The frame features are layer-normalised before the position embedding is added, and the embedding starts at
     the same scale (unit variance): CLIP's projected features have norms near 15, and a position embedding of
     std 0.01 added to them (CLIP4Clip's scale) stayed 1.5% of the input after training, too little for attention
-    to tell which frame came first. The zero-initialised output projection keeps the module the identity at the
-    start, whatever the internal scale.
+    to tell which frame came first. The zero-initialised output projection keeps the transformer's path the
+    identity at the start, whatever the internal scale.
+
+    With `trend`, every frame also gets the clip's feature trend (`time_trend` of the normalised frames, through a
+    linear map that starts as the identity). Without it the whole model is blind to frame order at the start: a clip
+    and its reversal score alike, the contrastive loss then pulls "moves left" and "moves right" captions to one
+    embedding, and from there neither side gets a gradient to tell them apart (measured: README, direction).
     """
 
-    def __init__(self, width: int, layers: int, heads: int, num_frames: int):
+    def __init__(self, width: int, layers: int, heads: int, num_frames: int, trend: bool = False):
         super().__init__()
         self.ln_in = nn.LayerNorm(width)
+        # The trend path (see `time_trend`) starts as the identity, so a clip and its reversal differ from step 0.
+        self.trend = nn.Linear(width, width) if trend else None
+        if self.trend is not None:
+            nn.init.eye_(self.trend.weight)
+            nn.init.zeros_(self.trend.bias)
         self.position = nn.Parameter(torch.zeros(num_frames, width))
         nn.init.normal_(self.position, std=1.0)
         self.blocks = nn.ModuleList(_Block(width, heads) for _ in range(layers))
@@ -87,10 +108,14 @@ class TemporalTransformer(nn.Module):
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.ln_in(frames) + self.position[: frames.shape[1]]
+        normed = self.ln_in(frames)
+        x = normed + self.position[: frames.shape[1]]
         for block in self.blocks:
             x = block(x, mask)
-        return frames + self.proj(self.ln(x))
+        out = frames + self.proj(self.ln(x))
+        if self.trend is not None:
+            out = out + self.trend(time_trend(normed, mask))[:, None]
+        return out
 
 
 class QueryPooling(nn.Module):

@@ -1,5 +1,17 @@
 """HBCI's training objective: symmetric InfoNCE per level and on the fused score, DiCoSA-style concept
-decorrelation, and cross-level similarity distillation."""
+decorrelation, cross-level similarity distillation, and temporal negatives.
+
+Temporal negatives (`model.temporal_negative_weight`): a training window whose caption depends on time is also
+scored, with the same caption, played backwards and (for two events) with its events in the other order, and the
+loss asks the caption to prefer the window itself: a two-way cross-entropy, softplus(s * (neg - pos)), per level
+and on the fused score. This follows the time-order-reversed negatives of Bagad, Tapaswi and Snoek, "Test of
+Time: Instilling Video-Language Models with a Sense of Time" (CVPR 2023), with differences: the negative is the
+very window's frames reordered (features reused, so it costs the temporal layers and scorer, not the backbone),
+only the caption of that window is scored against it (never the in-batch captions: another clip's caption may
+describe the reversed frames, e.g. a "moves right" variant of a "moves left" clip), it is a separate two-way term
+beside InfoNCE rather than extra columns of it, and captions are not rewritten (in-batch hard-negative groups
+already bring the order-swapped captions).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +20,8 @@ import torch.nn.functional as F
 
 from hbci.model import HBCI
 
-__all__ = ["info_nce", "decorrelation_loss", "distillation_loss", "hbci_loss"]
+__all__ = ["info_nce", "decorrelation_loss", "distillation_loss", "temporal_negative_loss", "hbci_loss",
+           "reversed_order", "swapped_order", "reorder"]
 
 
 def info_nce(sim: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -49,17 +62,48 @@ def distillation_loss(teacher: torch.Tensor, student: torch.Tensor, temperature:
     return (rows + cols) / 2
 
 
+def reversed_order(mask: torch.Tensor) -> torch.Tensor:
+    """Frame order [B, T] playing each clip's valid frames (a prefix, as the loaders pad) backwards."""
+    t = torch.arange(mask.shape[1], device=mask.device)[None]
+    n = mask.sum(1, keepdim=True).long()
+    return torch.where(t < n, n - 1 - t, t)
+
+
+def swapped_order(mask: torch.Tensor, cut: torch.Tensor) -> torch.Tensor:
+    """Frame order [B, T] putting each clip's valid frames [cut:] before [:cut] (cut 0: unchanged)."""
+    t = torch.arange(mask.shape[1], device=mask.device)[None]
+    n = mask.sum(1, keepdim=True).long().clamp(min=1)
+    return torch.where(t < n, (t + cut[:, None].long()) % n, t)
+
+
+def reorder(feats: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Frame features [B, T, D] in another frame order [B, T]."""
+    return feats.gather(1, order[..., None].expand(-1, -1, feats.shape[-1]))
+
+
+def temporal_negative_loss(positive: torch.Tensor, negative: torch.Tensor, valid: torch.Tensor,
+                           scale: torch.Tensor) -> torch.Tensor:
+    """Mean over valid rows of softplus(scale * (negative - positive)): the two-way cross-entropy of a caption
+    between its own window [N] and that window's temporal negative [N]; 0 when no row is valid."""
+    terms = F.softplus(scale * (negative - positive)) * valid
+    return terms.sum() / valid.sum().clamp(min=1.0)
+
+
 def _diagonal(x: torch.Tensor) -> torch.Tensor:
     """All-pairs tensor [Nt, Nv or 1, ...] -> matched pairs [B, ...]."""
     n = x.shape[0]
     return x.expand(n, n, *x.shape[2:]).diagonal(0, 0, 1).movedim(-1, 0)
 
 
-def hbci_loss(model: HBCI, text: dict, video: dict) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss for one batch of matched (text, video) packs, and its parts for logging."""
+def hbci_loss(model: HBCI, text: dict, video: dict,
+              negatives: dict[str, tuple[dict, torch.Tensor]] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total loss for one batch of matched (text, video) packs, and its parts for logging.
+
+    negatives: {name: (video pack of the i-th window's temporal negative, valid [B] 0/1)}, used when
+    `temporal_negative_weight` > 0."""
     cfg = model.config
     scale = model.logit_scale.clamp(max=4.6052).exp()  # CLIP's cap at 100
-    sims, concepts = model._level_similarities(text, video, with_concepts=True)
+    sims, concepts = model.level_similarities(text, video, with_concepts=True)
     parts: dict[str, torch.Tensor] = {f"nce_{level}": info_nce(sim, scale) for level, sim in sims.items()}
     if len(sims) > 1:
         parts["nce_fused"] = info_nce(model.fuse(sims), scale)
@@ -75,5 +119,17 @@ def hbci_loss(model: HBCI, text: dict, video: dict) -> tuple[torch.Tensor, dict[
                           for a, b in zip(chain, chain[1:])]).mean()
         parts["distill"] = kl
         total = total + cfg.distill_weight * kl
+    if cfg.temporal_negative_weight > 0 and negatives:
+        keyed = dict(sims, fused=model.fuse(sims)) if len(sims) > 1 else dict(sims)
+        terms, count = [], 0.0
+        for pack, valid in negatives.values():
+            neg = model.level_similarities(text, pack, paired=True)
+            if len(neg) > 1:
+                neg["fused"] = model.fuse(neg)
+            terms += [temporal_negative_loss(keyed[k].diagonal(), neg[k], valid, scale) * valid.sum() for k in keyed]
+            count = count + valid.sum() * len(keyed)
+        temporal = torch.stack(terms).sum() / count.clamp(min=1.0)
+        parts["temporal"] = temporal
+        total = total + cfg.temporal_negative_weight * temporal
     parts["total"] = total
     return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -79,8 +79,8 @@ class HBCI(nn.Module):
         info = backbone_info(self.clip)
         self.embed_dim = width = info["embed_dim"]
         self.image_size = info["image_size"]
-        self.temporal = (TemporalTransformer(width, config.temporal_layers, config.temporal_heads, config.num_frames)
-                         if config.temporal_layers > 0 else None)
+        self.temporal = (TemporalTransformer(width, config.temporal_layers, config.temporal_heads, config.num_frames,
+                                             config.temporal_trend) if config.temporal_layers > 0 else None)
         if 2 in config.levels:
             self.segment_pool = QueryPooling(width, config.num_segments)
             self.phrase_pool = QueryPooling(width, config.num_phrases)
@@ -98,8 +98,16 @@ class HBCI(nn.Module):
     # ----------------------------------------------------------------------------------------------- encoders
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """frames [B, T, 3, H, W] (CLIP-normalised), mask [B, T] (1 valid, 0 padding) -> video pack."""
-        mask = mask.to(frames.dtype)
-        feats = frame_features(self.clip, frames)
+        return self.video_pack(self.frame_features(frames), mask)
+
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """The backbone's feature of every frame, [B, T, D]: independent of frame order."""
+        return frame_features(self.clip, frames)
+
+    def video_pack(self, feats: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The video pack from per-frame features [B, T, D] (encode_video after the backbone): a clip's frames in
+        another order reuse its features (the temporal negatives of the loss)."""
+        mask = mask.to(feats.dtype)
         if self.temporal is not None:
             feats = self.temporal(feats, mask)
         video = masked_mean(feats, mask)
@@ -145,16 +153,17 @@ class HBCI(nn.Module):
     def _interact(self, level: ConceptLevel, start, text_units, text_mask, video_units, video_mask):
         """Iterative BCI for all (text, video) pairs.
 
-        start [Nt, K, d]; text_units [Nt, K, Lt, d]; video_units [Nv, K, U, d]; masks [N, units] or None.
+        start [Nt, K, d]; text_units [Nt, K, Lt, d]; text_mask [Nt, Lt] or None; video_units [1, Nv, K, U, d]
+        (all pairs) or [Nt, 1, K, U, d] (paired), video_mask [1, Nv, U] or [Nt, 1, U] or None.
         Each iteration: the text state reads the video units of its concept (text -> video attention), that
         summary reads back the text units (video -> text attention) and updates the state (residual, then
         renormalised). A final text -> video read gives the video concept vector matching the final state.
-        Returns (text concepts, video concepts), both [Nt, Nv, K, d] (text may broadcast on Nv).
+        Returns (text concepts, video concepts), both [Nt, Nv, K, d] (text may broadcast on Nv; Nv is 1 paired).
         """
         state = start[:, None]                                        # [Nt, 1, K, d]
-        text_units, video_units = text_units[:, None], video_units[None]
+        text_units = text_units[:, None]
         text_mask = text_mask[:, None, None, None, :] if text_mask is not None else None
-        video_mask = video_mask[None, :, None, None, :] if video_mask is not None else None
+        video_mask = video_mask[:, :, None, None, :] if video_mask is not None else None
         tau_tv, tau_vt = level.log_tau_text_to_video.exp(), level.log_tau_video_to_text.exp()
 
         def read(query, units, mask, tau):
@@ -167,34 +176,41 @@ class HBCI(nn.Module):
             state = l2norm(state + read(summary, text_units, text_mask, tau_vt))
         return state, l2norm(read(state, video_units, video_mask, tau_tv))
 
-    def _level_similarities(self, text: dict, video: dict, with_concepts: bool = False):
+    def level_similarities(self, text: dict, video: dict, with_concepts: bool = False, paired: bool = False):
+        """Per-level similarities {level: [Nt, Nv]} of every text against every video; with `paired`, text i
+        against video i only ({level: [N]}, for per-pair losses). With `with_concepts`, also the interacted
+        (text, video) concept vectors of each level."""
         sims, concepts = {}, {}
+        # Videos broadcast along a new text axis (all pairs), or keep their index beside the texts' (paired).
+        vid = (lambda x: x[:, None]) if paired else (lambda x: x[None])
         if 1 in self.config.levels:
             level = self.levels["1"]
             t, v = self._interact(level, text["word_start"], text["word_units"], text["word_mask"],
-                                  video["frame_units"], video["video_mask"])
-            sims[1] = level.weighted_similarity(t, v, text["word_head"][:, None], video["frame_head"][None])
+                                  vid(video["frame_units"]), vid(video["video_mask"]))
+            sims[1] = level.weighted_similarity(t, v, text["word_head"][:, None], vid(video["frame_head"]))
             concepts[1] = (t, v)
         if 2 in self.config.levels:
             level = self.levels["2"]
             t, v = self._interact(level, text["phrase_start"], text["phrase_units"], None,
-                                  video["segment_units"], None)
-            sims[2] = level.weighted_similarity(t, v, text["phrase_head"][:, None], video["segment_head"][None])
+                                  vid(video["segment_units"]), None)
+            sims[2] = level.weighted_similarity(t, v, text["phrase_head"][:, None], vid(video["segment_head"]))
             concepts[2] = (t, v)
         if 3 in self.config.levels:
             level = self.levels["3"]
-            values, mask = video["pool_values"], video["video_mask"]
+            values, mask = vid(video["pool_values"]), vid(video["video_mask"])
             if self.config.video_pooling == "text_guided":
-                logits = (text["pool_query"][:, None, None, :] @ video["pool_keys"][None].transpose(-1, -2)
+                logits = (text["pool_query"][:, None, None, :] @ vid(video["pool_keys"]).transpose(-1, -2)
                           / self.log_tau_pool.exp())                  # [Nt, Nv, 1, T]
-                attn = masked_softmax(logits, mask[None, :, None, :])
-                pooled = (attn @ values[None]).squeeze(-2)            # [Nt, Nv, D]
+                attn = masked_softmax(logits, mask[:, :, None, :])
+                pooled = (attn @ values).squeeze(-2)                  # [Nt, Nv, D]
             else:
-                pooled = masked_mean(values, mask)[None]              # [1, Nv, D]
+                pooled = masked_mean(values, mask)                    # [1, Nv, D]
             v = l2norm(pooled.unflatten(-1, (self.config.concepts, -1)))
             t = text["sentence_concepts"][:, None]
-            sims[3] = level.weighted_similarity(t, v, text["sentence_head"][:, None], video["video_head"][None])
+            sims[3] = level.weighted_similarity(t, v, text["sentence_head"][:, None], vid(video["video_head"]))
             concepts[3] = (t, v)
+        if paired:
+            sims = {level: sim[:, 0] for level, sim in sims.items()}
         return (sims, concepts) if with_concepts else sims
 
     def fuse(self, sims: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -204,8 +220,8 @@ class HBCI(nn.Module):
 
     def score_levels(self, text: dict, video: dict) -> dict[int, torch.Tensor]:
         """Per-level similarity matrices {level: [Nt, Nv]}."""
-        return self._level_similarities(text, video)
+        return self.level_similarities(text, video)
 
     def score(self, text: dict, video: dict) -> torch.Tensor:
         """Fused similarity [Nt, Nv] of every text against every video."""
-        return self.fuse(self._level_similarities(text, video))
+        return self.fuse(self.level_similarities(text, video))

@@ -48,53 +48,78 @@ def _region(x: float, y: float) -> str:
 
 
 _REGIONS = tuple(_region(x, y) for y in (0.2, 0.5, 0.8) for x in (0.2, 0.5, 0.8))
+# Other wordings of the same places, as people caption images. CLIP knows "up" and "down" as opposites; a stand-in
+# that saw only "top" and "bottom" starts with "moves up" and "moves down" as one sentence (cosine 0.999 of their
+# embeddings), which nothing in video training can pull apart (see the README's reading of the ablation).
+_ROW_WORDING = {"top": ("up at the top", "high up"), "bottom": ("down at the bottom", "low down")}
+_COL_WORDING = {"left": ("to the left",), "right": ("to the right",)}
 
 
-def still_caption(spec, state: np.ndarray, rng: np.random.Generator) -> str:
+def _worded_region(x: float, y: float, rng: np.random.Generator) -> str:
+    """`_region`'s place, half the time in other words ("up at the top left", "low down", "to the right")."""
+    canonical = _region(x, y)
+    if rng.random() < 0.5:
+        return canonical
+    col = "left" if x < 0.4 else "right" if x > 0.6 else ""
+    row = "top" if y < 0.4 else "bottom" if y > 0.6 else ""
+    if row:
+        phrase = _ROW_WORDING[row][int(rng.integers(len(_ROW_WORDING[row])))]
+        if not col:
+            return phrase
+        return f"{phrase} {col}" if phrase.endswith(row) else f"{phrase} on the {col}"
+    return _COL_WORDING[col][0] if col else canonical
+
+
+def still_caption(spec, state: np.ndarray, rng: np.random.Generator, worded: bool = False) -> str:
     """What one frame shows: every visible object with its size, faintness and position, in random order.
 
-    state: [objects, 4] = (x, y, scale, alpha) of `hbci.synth.clip_states` at one frame.
+    state: [objects, 4] = (x, y, scale, alpha) of `hbci.synth.clip_states` at one frame. worded: places in varied
+    words (`_worded_region`), as the training stills have them; otherwise the nine canonical phrases.
     """
-    from hbci.synth import _SHAPE_WORDS
+    from hbci.synth import SHAPE_WORDS
 
     parts = []
     for obj, (x, y, scale, alpha) in zip(spec.objects, state):
         if alpha < 0.15:
             continue  # too faint to see at 32 px
-        words = _SHAPE_WORDS[obj.shape]
+        words = SHAPE_WORDS[obj.shape]
         size = "small " if scale < 0.8 * obj.scale else ""
         faint = "faint " if alpha < 0.6 else ""
-        parts.append(f"a {faint}{size}{obj.colour} {words[rng.integers(len(words))]} {_region(x, y)}")
+        place = _worded_region(x, y, rng) if worded else _region(x, y)
+        parts.append(f"a {faint}{size}{obj.colour} {words[rng.integers(len(words))]} {place}")
     if not parts:
-        return "an empty black frame"
+        return "an empty black frame" if spec.look.background == "black" else "an empty frame"
     rng.shuffle(parts)
     return " and ".join(parts)
 
 
 def _stills_chunk(args) -> tuple[np.ndarray, list[str]]:
     from hbci.runtime.video import resize_center_crop
-    from hbci.synth import clip_states, random_spec, render_clip
+    from hbci.synth import WORLDS, clip_states, random_spec, render_clip
 
-    seed, chunk, scenes, per_scene, render_size, image_size = args
+    seed, chunk, scenes, per_scene, render_size, image_size, world = args
     rng = np.random.default_rng([seed, _PHASE, chunk])
     images, captions = [], []
     for _ in range(scenes):
-        spec = random_spec(rng)
+        spec = random_spec(rng, world=WORLDS[world])
         frames = render_clip(spec, _CLIP_FRAMES, render_size)
         states = clip_states(spec, _CLIP_FRAMES)
         for t in rng.choice(_CLIP_FRAMES, per_scene, replace=False):
             images.append(frames[t])
-            captions.append(still_caption(spec, states[t], rng))
+            captions.append(still_caption(spec, states[t], rng, worded=True))
     return resize_center_crop(np.stack(images), image_size), captions
 
 
 def make_stills(count: int, seed: int, image_size: int, render_size: int = 64, per_scene: int = 4,
-                workers: int = 1) -> tuple[np.ndarray, list[str]]:
+                workers: int = 1, world: str = "wide") -> tuple[np.ndarray, list[str]]:
     """`count` captioned stills: uint8 [count, S, S, 3] (rendered at hbci-synth's size, then resized and cropped by
-    the runtime's preprocessing) and their captions. Deterministic in (count, seed), whatever `workers` is."""
+    the runtime's preprocessing) and their captions. Deterministic in (count, seed, world), whatever `workers` is.
+    world: "wide" (the training looks of hbci-synth's wide world; never its held-out look) or "classic"."""
+    if world not in ("wide", "classic"):
+        raise ValueError(f"world must be 'wide' or 'classic', got {world!r}")
     scenes = math.ceil(count / per_scene)
     chunk_scenes = 500
-    jobs = [(seed, i, min(chunk_scenes, scenes - i * chunk_scenes), per_scene, render_size, image_size)
+    jobs = [(seed, i, min(chunk_scenes, scenes - i * chunk_scenes), per_scene, render_size, image_size, world)
             for i in range(math.ceil(scenes / chunk_scenes))]
     if workers > 1:
         import multiprocessing
@@ -138,7 +163,8 @@ def _held_out_figures(model, images: np.ndarray, captions: list[str], context_le
 
 
 def pretrain(backbone: str, out: Path, steps: int = 400, batch_size: int = 256, lr: float = 1e-3,
-             images: int = 40000, seed: int = 0, workers: int = 0, progress: bool = True) -> dict:
+             images: int = 40000, seed: int = 0, workers: int = 0, progress: bool = True,
+             world: str = "wide") -> dict:
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
@@ -151,7 +177,8 @@ def pretrain(backbone: str, out: Path, steps: int = 400, batch_size: int = 256, 
     model = create_backbone(backbone)
     info = backbone_info(model)
     t0 = time.time()
-    stills, captions = make_stills(images + _HELD_OUT, seed, info["image_size"], workers=workers or default_workers())
+    stills, captions = make_stills(images + _HELD_OUT, seed, info["image_size"], workers=workers or default_workers(),
+                                   world=world)
     test_images, test_captions = stills[images:], captions[images:]
     stills, captions = stills[:images], captions[:images]
     ids_all, _ = tokenize(captions, info["context_length"])
@@ -198,7 +225,7 @@ def pretrain(backbone: str, out: Path, steps: int = 400, batch_size: int = 256, 
     torch.save(model.state_dict(), weights)
     atomic_write_bytes(out, weights.getvalue())
     result = {"backbone": backbone, "out": str(out), "steps": steps, "batch_size": batch_size, "images": images,
-              "seed": seed, "first_loss": round(first_loss, 4), "final_loss": round(float(loss.item()), 4),
+              "seed": seed, "world": world, "first_loss": round(first_loss, 4), "final_loss": round(float(loss.item()), 4),
               **figures, "render_seconds": round(render_seconds, 1), "train_seconds": round(train_seconds, 1)}
     atomic_write_bytes(out.with_suffix(".json"), (json.dumps(result, indent=1) + "\n").encode())
     return result
@@ -216,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=40000, help="distinct training stills")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="processes rendering stills (0: one per core)")
+    parser.add_argument("--world", choices=("wide", "classic"), default="wide",
+                        help="the synthetic world the stills come from (hbci-synth --world)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     for name in ("steps", "batch_size", "images"):
@@ -223,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     try:
         result = pretrain(args.backbone, Path(args.out), args.steps, args.batch_size, args.lr, args.images,
-                          args.seed, args.workers, progress=not args.no_progress)
+                          args.seed, args.workers, progress=not args.no_progress, world=args.world)
     except HbciError as exc:
         print(f"hbci-pretrain: error: {exc}", file=sys.stderr)
         return exit_code(exc)

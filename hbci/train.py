@@ -24,15 +24,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import functools
 import json
 import math
-import os
 import random
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,19 +36,17 @@ import torch
 
 from hbci.checkpoint import save_checkpoint
 from hbci.config import ExperimentConfig, apply_overrides, config_from_dict, config_to_dict, load_config
-from hbci.data import ClipSet, frames_to_tensor, load_clipset, tokenize
-from hbci.evaluate import evaluate
-from hbci.loss import hbci_loss
+from hbci.distributed import (Distributed, broadcast_parameters, gather_packs, init_distributed,
+                              local_rank_zero_first, sync_gradients)
+from hbci.data import ClipSet, FramePool, frames_to_tensor, load_clipset, load_pool, tokenize, window_policy
+from hbci.evaluate import evaluate, synth_meta
+from hbci.loss import hbci_loss, reorder, reversed_order, swapped_order
 from hbci.metrics import format_metrics
 from hbci.model import HBCI
 from hbci.runtime.errors import ConfigError
 
 __all__ = ["train", "main", "seed_everything", "param_groups", "Distributed", "init_distributed", "gather_packs",
            "batch_loss", "sync_gradients"]
-
-# Generous: the other processes wait at a barrier while rank 0 evaluates a whole split.
-DIST_TIMEOUT = datetime.timedelta(hours=2)
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -96,147 +90,29 @@ def warmup_cosine(total_steps: int, warmup_fraction: float):
     return factor
 
 
-@dataclasses.dataclass(frozen=True)
-class Distributed:
-    """Where this process sits: rank and world size (1 without torchrun), and its device."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.active:
-            torch.distributed.barrier()
-
-
-def _device(name: str, local_rank: int) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but no GPU is available")
-    if name == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank)
-
-
-def init_distributed(device: str = "auto") -> Distributed:
-    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK and join the process group (NCCL on GPUs, gloo on CPUs).
-    Without them (or with WORLD_SIZE 1) this is a single process and nothing is initialised."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = _device(device, local_rank)
-    if world <= 1:
-        return Distributed(device=dev)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=DIST_TIMEOUT)
-    return Distributed(rank, world, local_rank, dev)
-
-
-@contextmanager
-def _local_rank_zero_first(dist: Distributed, enabled: bool = True):
-    """Local rank 0 runs the block first (filling a download or frame cache), the other processes after it."""
-    if enabled and dist.active and dist.local_rank != 0:
-        dist.barrier()
-    try:
-        yield
-    finally:
-        if enabled and dist.active and dist.local_rank == 0:
-            dist.barrier()
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather along dim 0 whose backward sums the gradient of the gathered tensor over the processes and
-    hands each process its own slice (a reduce-scatter), as torch.distributed.nn.functional.all_gather does."""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as td
-
-        world, rank = td.get_world_size(), td.get_rank()
-        parts = [torch.empty_like(tensor) for _ in range(world)]
-        td.all_gather(parts, tensor.contiguous())
-        ctx.rank, ctx.rows = rank, tensor.shape[0]
-        return torch.cat(parts, 0)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as td
-
-        grad = grad.contiguous()
-        if td.get_backend() == "nccl":
-            out = grad.new_empty((ctx.rows, *grad.shape[1:]))
-            td.reduce_scatter_tensor(out, grad)
-            return out
-        grad = grad.clone()  # gloo has no reduce-scatter: all-reduce, then keep this process's rows
-        td.all_reduce(grad)
-        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
-
-
-def gather_packs(text: dict, video: dict, dist: Distributed) -> tuple[dict, dict]:
-    """Every process's text and video packs, concatenated along the batch in rank order; the gradient of each
-    slice goes back to the process that owns it (summed over the processes, see the module docstring).
-
-    All pack tensors travel as one flat [b, F] tensor, so a step makes one collective call.
-    """
-    if not dist.active:
-        return text, video
-    tensors = list(text.values()) + list(video.values())
-    b = tensors[0].shape[0]
-    dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors])
-    flat = torch.cat([t.reshape(b, -1).to(dtype) for t in tensors], 1)
-    gathered = _GatherWithGrad.apply(flat)
-    parts = gathered.split([t[0].numel() for t in tensors], 1)
-    out = [part.reshape(-1, *t.shape[1:]).to(t.dtype) for part, t in zip(parts, tensors)]
-    return dict(zip(text, out[:len(text)])), dict(zip(video, out[len(text):]))
-
-
 def batch_loss(model: HBCI, ids: torch.Tensor, word_mask: torch.Tensor, frames: torch.Tensor,
-               frame_mask: torch.Tensor, dist: Distributed = Distributed(), amp_dtype: torch.dtype | None = None):
-    """This process's slice of the global batch -> (loss over the global batch, its parts)."""
+               frame_mask: torch.Tensor, dist: Distributed = Distributed(), amp_dtype: torch.dtype | None = None,
+               reverse: torch.Tensor | None = None, cut: torch.Tensor | None = None):
+    """This process's slice of the global batch -> (loss over the global batch, its parts).
+
+    reverse [b] (0/1) and cut [b] (see `hbci.data.WindowBatch`) give each window's temporal negatives, scored when
+    `temporal_negative_weight` > 0: its frames played backwards, and its frames [cut:] before [:cut]."""
     with torch.autocast(dist.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        text, video = gather_packs(model.encode_text(ids, word_mask), model.encode_video(frames, frame_mask), dist)
-        return hbci_loss(model, text, video)
-
-
-def sync_gradients(model: torch.nn.Module, dist: Distributed, bucket_bytes: int = 32 << 20) -> None:
-    """Average the gradients over the processes, in flat buckets (one all-reduce per bucket, not per tensor).
-
-    A parameter without a gradient has none on every process (the processes run the same graph), so it is
-    skipped everywhere and keeps None, as in a single process (AdamW then leaves it untouched).
-    """
-    if not dist.active:
-        return
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    buckets: list[list[torch.Tensor]] = []
-    size = 0
-    for grad in grads:
-        if not buckets or size + grad.numel() * grad.element_size() > bucket_bytes or buckets[-1][0].dtype != grad.dtype:
-            buckets.append([])
-            size = 0
-        buckets[-1].append(grad)
-        size += grad.numel() * grad.element_size()
-    for bucket in buckets:
-        flat = torch.cat([g.reshape(-1) for g in bucket])
-        torch.distributed.all_reduce(flat)
-        flat /= dist.world
-        for grad, part in zip(bucket, flat.split([g.numel() for g in bucket])):
-            grad.copy_(part.view_as(grad))
-
-
-def _broadcast_parameters(model: torch.nn.Module, dist: Distributed) -> None:
-    """Start every process from rank 0's weights (seeded inits agree already; this makes it a fact)."""
-    if dist.active:
-        for tensor in model.state_dict().values():
-            torch.distributed.broadcast(tensor, 0)
+        feats = model.frame_features(frames)
+        video = model.video_pack(feats, frame_mask)
+        kinds = {}
+        if model.config.temporal_negative_weight > 0 and reverse is not None:
+            kinds["reverse"] = (reversed_order(frame_mask), reverse)
+            if cut is not None:
+                kinds["swap"] = (swapped_order(frame_mask, cut), (cut > 0))
+        for name, (order, valid) in kinds.items():
+            video |= {f"{name}/{k}": v for k, v in model.video_pack(reorder(feats, order), frame_mask).items()}
+            video[f"{name}/valid"] = valid.to(feats.dtype)
+        text, video = gather_packs(model.encode_text(ids, word_mask), video, dist)
+        negatives = {name: ({k.split("/", 1)[1]: v for k, v in video.items() if k.startswith(name + "/")
+                             and k != f"{name}/valid"}, video[f"{name}/valid"]) for name in kinds}
+        video = {k: v for k, v in video.items() if "/" not in k}
+        return hbci_loss(model, text, video, negatives)
 
 
 class MetricsLog:
@@ -271,143 +147,221 @@ def _same_config(saved: dict, config: ExperimentConfig) -> bool:
         return False
 
 
+@dataclasses.dataclass
+class _Run:
+    """What a training run carries from step to step."""
+
+    config: ExperimentConfig
+    dist: Distributed
+    model: HBCI
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler | None
+    amp_dtype: torch.dtype | None
+    out: Path
+    metrics: MetricsLog
+    steps_per_epoch: int
+    start_epoch: int = 0
+    elapsed: float = 0.0
+    best: float | None = None
+
+
+def _build_model(config: ExperimentConfig, dist: Distributed) -> HBCI:
+    seed_everything(config.train.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    with local_rank_zero_first(dist):  # a pretrained tag is downloaded once per machine
+        model = HBCI(config.model)
+    model.to(dist.device)
+    broadcast_parameters(model, dist)
+    return model
+
+
+def _load_data(config: ExperimentConfig, dist: Distributed, image_size: int, progress: bool, log,
+               train_pool: FramePool | None, val_clips: ClipSet | None) -> tuple[FramePool, ClipSet | None]:
+    """The training pool and (on rank 0) the validation clips, unless passed in."""
+    if dist.active and not config.data.cache_dir and train_pool is None:
+        log(f"warning: {dist.world} processes each decode the videos and hold their own copy of the frames; "
+            f"set data.cache_dir (and run hbci-prepare) to decode once and share one memory-mapped copy")
+    with local_rank_zero_first(dist, enabled=bool(config.data.cache_dir)):  # rank 0 materialises the arrays
+        if train_pool is None:
+            train_pool = load_pool(config.data, config.data.train_split, image_size, config.train.max_train_clips,
+                                   progress)
+        if val_clips is None and config.data.val_split and dist.is_main:
+            val_clips = load_clipset(config.data, config.data.val_split, config.model.num_frames, image_size, 0,
+                                     progress)
+    if dist.active and len(train_pool) < config.train.batch_size:
+        raise ConfigError(f"{len(train_pool)} training clips are fewer than one global batch "
+                          f"({config.train.batch_size})")
+    return train_pool, val_clips
+
+
+def _start_run(config: ExperimentConfig, dist: Distributed, model: HBCI, train_size: int) -> _Run:
+    cfg = config.train
+    out = Path(cfg.out_dir)
+    steps_per_epoch = max(1, train_size // cfg.batch_size)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                  warmup_cosine(steps_per_epoch * cfg.epochs, cfg.warmup_fraction))
+    amp_dtype = _amp_dtype(cfg, dist.device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    if dist.is_main:
+        (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
+    return _Run(config, dist, model, optimizer, scheduler, scaler, amp_dtype, out, MetricsLog(out / "metrics.jsonl"),
+                steps_per_epoch)
+
+
+def _resume(run: _Run, log) -> None:
+    """Continue from out_dir/last.pt when it was written with this config."""
+    last = run.out / "last.pt"
+    if not last.exists():
+        return
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    if not _same_config(state["config"], run.config):
+        log(f"warning: {last} was written with another config; starting afresh")
+        return
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.scaler is not None and "scaler" in state:
+        run.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"])
+    run.start_epoch, run.elapsed, run.best = state["epoch"], state["elapsed"], state.get("best")
+    log(f"resumed from {last} at epoch {run.start_epoch}")
+
+
+def _train_step(run: _Run, pool: FramePool, captions: list[list[str]], index: np.ndarray, picks: np.ndarray,
+                window_seed: int) -> dict[str, float]:
+    """One optimiser step on the windows of `index` (this process's slice)."""
+    model, dist, mcfg = run.model, run.dist, run.config.model
+    windows = pool.windows(index, mcfg.num_frames, window_policy(run.config.data), window_seed)
+    texts = [captions[i][picks[i] % len(captions[i])] for i in index]
+    frames = frames_to_tensor(windows.frames).to(dist.device, non_blocking=True)
+    mask = torch.from_numpy(windows.masks).float().to(dist.device)
+    ids, word_mask = tokenize(texts, mcfg.max_words)
+    loss, parts = batch_loss(model, ids.to(dist.device), word_mask.to(dist.device), frames, mask, dist,
+                             run.amp_dtype, torch.from_numpy(windows.reverse).to(dist.device),
+                             torch.from_numpy(windows.cut).to(dist.device))
+    run.optimizer.zero_grad(set_to_none=True)
+    (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
+    sync_gradients(model, dist)
+    if run.scaler is not None:
+        run.scaler.unscale_(run.optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), run.config.train.grad_clip)
+    if run.scaler is not None:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    run.scheduler.step()
+    return parts
+
+
+def _train_epoch(run: _Run, epoch: int, pool: FramePool, captions: list[list[str]], progress: bool) -> None:
+    from tqdm import tqdm
+
+    cfg, dist = run.config.train, run.dist
+    run.model.train()
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    order = block_order(len(pool), cfg.shuffle_block, generator)
+    picks = torch.randint(0, 1 << 30, (len(pool),), generator=generator).numpy()
+    local_batch = cfg.batch_size // dist.world
+    t0 = time.time()
+    bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+               file=sys.stderr, leave=False)
+    for step in bar:
+        # The same global batch on every process (same generator); each takes its slice, in rank order.
+        index = np.sort(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
+        if dist.active:
+            index = index[dist.rank * local_batch:(dist.rank + 1) * local_batch]
+        parts = _train_step(run, pool, captions, index, picks, cfg.seed * 1000 + epoch)
+        bar.set_postfix(loss=f"{parts['total']:.3f}")
+        if dist.is_main:
+            run.metrics.write(kind="train", epoch=epoch + 1, step=epoch * run.steps_per_epoch + step + 1,
+                              lr=run.scheduler.get_last_lr()[0], **{f"loss_{k}": v for k, v in parts.items()})
+    run.elapsed += time.time() - t0
+
+
+def _end_epoch(run: _Run, epoch: int, val_clips: ClipSet | None, log) -> dict | None:
+    """Rank 0: validate when due (keeping best.pt), write last.pt and the curves. Returns the validation result."""
+    cfg, model = run.config.train, run.model
+    record, val_result = {"kind": "epoch", "epoch": epoch + 1, "train_seconds": round(run.elapsed, 1)}, None
+    if val_clips is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+        data = run.config.data
+        val_result = evaluate(model, val_clips, cfg.eval_batch_size, synth_meta(data, data.val_split), data.root)
+        record["val_t2v"], record["val_v2t"] = val_result["t2v"], val_result["v2t"]
+        if "variants" in val_result:
+            record["val_variants"] = {k: v["accuracy"] for k, v in val_result["variants"].items()}
+        log(f"epoch {epoch + 1}: val t2v {format_metrics(val_result['t2v'])} | "
+            f"v2t {format_metrics(val_result['v2t'])} ({run.elapsed:.0f}s)")
+        score = val_result["t2v"]["R@1"] + val_result["v2t"]["R@1"]
+        if run.best is None or score > run.best:
+            run.best = score
+            save_checkpoint(run.out / "best.pt", run.config, model, epoch=epoch + 1, val=val_result)
+    run.metrics.write(**record)
+    extra = {"scaler": run.scaler.state_dict()} if run.scaler is not None else {}
+    save_checkpoint(run.out / "last.pt", run.config, model, epoch=epoch + 1, elapsed=run.elapsed, best=run.best,
+                    optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
+                    rng=torch.get_rng_state(), **extra)
+    plot_curves(run.metrics.read(), run.out / "curves.png")
+    return val_result
+
+
+def _final_tests(run: _Run, tests: dict[str, ClipSet | None], progress: bool, log) -> dict:
+    """Rank 0: final.pt, then every test split (test, and the held-out one when configured)."""
+    data, mcfg = run.config.data, run.config.model
+    save_checkpoint(run.out / "final.pt", run.config, run.model, epoch=run.config.train.epochs)
+    result = {}
+    for key, split in (("test", data.test_split), ("heldout", data.heldout_split)):
+        clips = tests.get(key)
+        if clips is None and split:
+            clips = load_clipset(data, split, mcfg.num_frames, run.model.image_size, 0, progress)
+        if clips is None:
+            continue
+        meta = synth_meta(data, split)
+        result[key] = evaluate(run.model, clips, run.config.train.eval_batch_size, meta, data.root)
+        run.metrics.write(kind=key, t2v=result[key]["t2v"], v2t=result[key]["v2t"])
+        log(f"{key}: t2v {format_metrics(result[key]['t2v'])} | v2t {format_metrics(result[key]['v2t'])}")
+    return result
+
+
 def train(config: ExperimentConfig, resume: bool = True, progress: bool = True,
-          train_clips: ClipSet | None = None, val_clips: ClipSet | None = None, test_clips: ClipSet | None = None,
+          train_pool: FramePool | None = None, val_clips: ClipSet | None = None,
+          test_clips: ClipSet | None = None, heldout_clips: ClipSet | None = None,
           log=lambda m: print(m, file=sys.stderr)) -> dict:
     """Train to the end of the configured epochs (resuming from out_dir/last.pt when present).
 
-    Returns {"val": ..., "test": ..., "train_seconds": ...} (on rank 0; other ranks return {}). Clip sets may be
-    passed in (ablation runs share one decoded copy); otherwise they are loaded from the data config.
+    Returns {"val", "test"[, "heldout"], "train_seconds"} (on rank 0; other ranks return {}). The training pool
+    and clip sets may be passed in (ablation runs share one decoded copy); otherwise they are loaded from the data
+    config.
     """
-    from tqdm import tqdm
-
-    cfg, mcfg = config.train, config.model
+    cfg = config.train
     dist = init_distributed(cfg.device)
-    main_process = dist.is_main
-    if not main_process:
+    if not dist.is_main:
         progress, log = False, (lambda m: None)
     if dist.active and cfg.batch_size % dist.world:
         raise ConfigError(f"train.batch_size {cfg.batch_size} (the global batch) is not divisible by the "
                           f"{dist.world} processes")
-    local_batch = cfg.batch_size // dist.world
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
-    seed_everything(cfg.seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    with _local_rank_zero_first(dist):  # a pretrained tag is downloaded once per machine
-        model = HBCI(mcfg)
-    size = model.image_size
-    model.to(dist.device)
-    _broadcast_parameters(model, dist)
-    if dist.active and not config.data.cache_dir and train_clips is None:
-        log(f"warning: {dist.world} processes each decode the videos and hold their own copy of the clips; "
-            f"set data.cache_dir (and run hbci-prepare) to decode once and share one memory-mapped copy")
-    with _local_rank_zero_first(dist, enabled=bool(config.data.cache_dir)):  # rank 0 materialises the clip sets
-        if train_clips is None:
-            train_clips = load_clipset(config.data, config.data.train_split, mcfg.num_frames, size,
-                                       cfg.max_train_clips, progress)
-        if val_clips is None and config.data.val_split and main_process:
-            val_clips = load_clipset(config.data, config.data.val_split, mcfg.num_frames, size, 0, progress)
-    if dist.active and len(train_clips) < cfg.batch_size:
-        raise ConfigError(f"{len(train_clips)} training clips are fewer than one global batch ({cfg.batch_size})")
-    steps_per_epoch = max(1, len(train_clips) // cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, cfg.warmup_fraction))
-    amp_dtype = _amp_dtype(cfg, dist.device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    metrics_log = MetricsLog(out / "metrics.jsonl")
-    if main_process:
-        (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
-
-    start_epoch, elapsed, best = 0, 0.0, None
-    last = out / "last.pt"
-    if resume and last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=True)
-        if not _same_config(state["config"], config):
-            log(f"warning: {last} was written with another config; starting afresh")
-        else:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if scaler is not None and "scaler" in state:
-                scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["rng"])
-            start_epoch, elapsed, best = state["epoch"], state["elapsed"], state.get("best")
-            log(f"resumed from {last} at epoch {start_epoch}")
-
-    captions = [list(item.captions) for item in train_clips.items]
+    model = _build_model(config, dist)
+    pool, val_clips = _load_data(config, dist, model.image_size, progress, log, train_pool, val_clips)
+    run = _start_run(config, dist, model, len(pool))
+    if resume:
+        _resume(run, log)
+    captions = [list(item.captions) for item in pool.items]
     val_result = None
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        order = block_order(len(train_clips), cfg.shuffle_block, generator)
-        picks = torch.randint(0, 1 << 30, (len(train_clips),), generator=generator).numpy()
-        t0 = time.time()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   file=sys.stderr, leave=False)
-        for step in bar:
-            # The same global batch on every process (same generator); each takes its slice, in rank order.
-            index = np.sort(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-            if dist.active:
-                index = index[dist.rank * local_batch:(dist.rank + 1) * local_batch]
-            texts = [captions[i][picks[i] % len(captions[i])] for i in index]
-            frames = frames_to_tensor(train_clips.frames[index]).to(dist.device, non_blocking=True)
-            mask = torch.from_numpy(train_clips.masks[index]).float().to(dist.device)
-            ids, word_mask = tokenize(texts, mcfg.max_words)
-            loss, parts = batch_loss(model, ids.to(dist.device), word_mask.to(dist.device), frames, mask, dist,
-                                     amp_dtype)
-            optimizer.zero_grad(set_to_none=True)
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-            sync_gradients(model, dist)
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            global_step = epoch * steps_per_epoch + step + 1
-            bar.set_postfix(loss=f"{parts['total']:.3f}")
-            if main_process:
-                metrics_log.write(kind="train", epoch=epoch + 1, step=global_step, lr=scheduler.get_last_lr()[0],
-                                  **{f"loss_{k}": v for k, v in parts.items()})
-        elapsed += time.time() - t0
-        if main_process:
-            record = {"kind": "epoch", "epoch": epoch + 1, "train_seconds": round(elapsed, 1)}
-            if val_clips is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-                val_result = evaluate(model, val_clips, cfg.eval_batch_size)
-                record["val_t2v"], record["val_v2t"] = val_result["t2v"], val_result["v2t"]
-                log(f"epoch {epoch + 1}: val t2v {format_metrics(val_result['t2v'])} | "
-                    f"v2t {format_metrics(val_result['v2t'])} ({elapsed:.0f}s)")
-                score = val_result["t2v"]["R@1"] + val_result["v2t"]["R@1"]
-                if best is None or score > best:
-                    best = score
-                    save_checkpoint(out / "best.pt", config, model, epoch=epoch + 1, val=val_result)
-            metrics_log.write(**record)
-            extra = {"scaler": scaler.state_dict()} if scaler is not None else {}
-            save_checkpoint(last, config, model, epoch=epoch + 1, elapsed=elapsed, best=best,
-                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                            rng=torch.get_rng_state(), **extra)
-            plot_curves(metrics_log.read(), out / "curves.png")
+    for epoch in range(run.start_epoch, cfg.epochs):
+        _train_epoch(run, epoch, pool, captions, progress)
+        if dist.is_main:
+            val_result = _end_epoch(run, epoch, val_clips, log) or val_result
         dist.barrier()
-
-    if not main_process:
-        dist.barrier()  # rank 0 evaluates the test split
+    if not dist.is_main:
+        dist.barrier()  # rank 0 evaluates the test splits
         return {}
-    result = {"val": val_result, "train_seconds": round(elapsed, 1)}
-    save_checkpoint(out / "final.pt", config, model, epoch=cfg.epochs)
-    if test_clips is None and config.data.test_split:
-        test_clips = load_clipset(config.data, config.data.test_split, mcfg.num_frames, size, 0, progress)
-    if test_clips is not None:
-        result["test"] = evaluate(model, test_clips, cfg.eval_batch_size)
-        metrics_log.write(kind="test", t2v=result["test"]["t2v"], v2t=result["test"]["v2t"])
-        log(f"test: t2v {format_metrics(result['test']['t2v'])} | v2t {format_metrics(result['test']['v2t'])}")
-    (out / "result.json").write_text(json.dumps(result, indent=1))
+    result = {"val": val_result, "train_seconds": round(run.elapsed, 1),
+              **_final_tests(run, {"test": test_clips, "heldout": heldout_clips}, progress, log)}
+    (run.out / "result.json").write_text(json.dumps(result, indent=1))
     dist.barrier()
     return result
 

@@ -106,3 +106,91 @@ def test_the_cache_skips_failed_videos_and_refuses_unprepared_ones(tmp_path):
     _csv(tmp_path, [("a.mp4", "a", "", ""), ("new.mp4", "new", "", "")])
     with pytest.raises(DatasetError, match="new.mp4.*run hbci-prepare"):
         load_clipset(cfg.data, "train", 4, 32, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------ training pool
+def _ramp(path: Path, frames: int, fps: float = 10.0) -> Path:
+    """Frame i is grey level 8 * i (distinct for up to 32 frames)."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (40, 32))
+    for i in range(frames):
+        writer.write(np.full((32, 40, 3), 8 * i, np.uint8))
+    writer.release()
+    return path
+
+
+def _timed_csv(root: Path, rows: list[tuple], name: str = "train.csv") -> None:
+    header = ("video", "caption", "start", "end", "event_start", "event_end", "order_cut", "time_sensitive")
+    with (root / name).open("w", newline="") as fh:
+        csv.writer(fh).writerows([header, *rows])
+
+
+def _pool_data(tmp_path: Path):
+    _ramp(tmp_path / "a.mp4", 12)
+    _ramp(tmp_path / "b.mp4", 30)
+    _timed_csv(tmp_path, [("a.mp4", "whole", "", "", "", "", "", ""),
+                          ("b.mp4", "span", "1.0", "2.0", "1.1", "1.9", "1.5", "1")])
+
+
+def test_the_pool_keeps_the_frames_around_each_span(tmp_path):
+    from hbci.data import load_pool
+
+    _pool_data(tmp_path)
+    pool = load_pool(_config(tmp_path).data, "train", 32, progress=False)
+    assert [i.video_id for i in pool.items] == ["a", "b@1-2"]
+    np.testing.assert_allclose(pool.item_times(0), np.arange(12) / 10)
+    # a third of the 1 s span (and a little more) on each side: 0.63 .. 2.37 s
+    np.testing.assert_allclose(pool.item_times(1), np.arange(7, 24) / 10)
+    levels = pool.frames[:, 16, 16, 0].astype(int)
+    assert np.allclose(levels[pool.offsets[1]:], 8 * np.arange(7, 24), atol=5)
+    item = pool.items[1]
+    assert (item.event_start, item.event_end, item.order_cut, item.time_sensitive) == (1.1, 1.9, 1.5, True)
+
+
+def test_the_pool_from_the_cache_equals_the_pool_decoded_directly(tmp_path):
+    from hbci.data import load_pool
+
+    _pool_data(tmp_path)
+    direct = load_pool(_config(tmp_path).data, "train", 32, progress=False)
+    cached_cfg = _config(tmp_path, f"data.cache_dir={tmp_path / 'cache'}", "data.cache_codec=raw",
+                         "data.val_split=", "data.test_split=")
+    prepare(cached_cfg, progress=False, warn=pytest.fail)
+    cached = load_pool(cached_cfg.data, "train", 32, progress=False)
+    assert isinstance(cached.frames, np.memmap)
+    np.testing.assert_array_equal(cached.frames, direct.frames)
+    np.testing.assert_array_equal(cached.offsets, direct.offsets)
+    np.testing.assert_allclose(cached.times, direct.times)
+    again = load_pool(cached_cfg.data, "train", 32, progress=False)
+    assert again.frames.filename == cached.frames.filename  # materialised once
+
+
+def test_aligned_windows_are_the_evaluation_clips_and_flags_travel(tmp_path):
+    from hbci.data import load_pool
+    from hbci.sampling import ALIGNED, WindowPolicy
+
+    _pool_data(tmp_path)
+    cfg = _config(tmp_path).data
+    pool = load_pool(cfg, "train", 32, progress=False)
+    clips = load_clipset(cfg, "train", 6, 32, progress=False)
+    aligned = pool.windows(np.arange(2), 6, ALIGNED, seed=0)
+    np.testing.assert_array_equal(aligned.frames, clips.frames)
+    np.testing.assert_array_equal(aligned.masks, clips.masks)
+    assert aligned.reverse.tolist() == [False, True]
+    # the span 1.0-2.0 s holds frames 10..20; its 6 centres are frames 10, 12, 14, 15, 17, 19: three before 1.5 s
+    assert aligned.cut.tolist() == [0, 3]
+    drawn = [pool.windows(np.array([1]), 6, WindowPolicy(), seed=s) for s in range(30)]
+    starts = {int(round(w.frames[0, 0, 16, 16, 0] / 8)) for w in drawn}
+    assert min(starts) < 10 < max(starts)  # windows start early and late
+    again = pool.windows(np.array([1]), 6, WindowPolicy(), seed=4)
+    np.testing.assert_array_equal(again.frames, drawn[4].frames)
+
+
+def test_timing_columns_are_checked(tmp_path):
+    _ramp(tmp_path / "b.mp4", 30)
+    _timed_csv(tmp_path, [("b.mp4", "span", "1.0", "2.0", "0.5", "1.9", "", "1")])
+    with pytest.raises(DatasetError, match="event_start 0.5 lies outside the span"):
+        load_items(_config(tmp_path).data, "train")
+    _timed_csv(tmp_path, [("b.mp4", "span", "1.0", "2.0", "", "", "", "yes")])
+    with pytest.raises(DatasetError, match="time_sensitive must be 0, 1 or empty"):
+        load_items(_config(tmp_path).data, "train")

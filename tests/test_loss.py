@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 import torch
 
 from hbci.loss import decorrelation_loss, distillation_loss, info_nce
@@ -60,3 +62,63 @@ def test_stop_gradient_on_the_teacher_follows_the_switch():
     student.grad = None
     distillation_loss(teacher, student, 0.1, stop_grad=False).backward()
     assert teacher.grad.abs().sum() > 0 and student.grad.abs().sum() > 0
+
+
+def test_frame_orders_against_a_naive_reordering():
+    from hbci.loss import reorder, reversed_order, swapped_order
+
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.float32)
+    feats = torch.arange(10, dtype=torch.float32).view(2, 5, 1)
+    assert reorder(feats, reversed_order(mask))[..., 0].tolist() == [[4, 3, 2, 1, 0], [7, 6, 5, 8, 9]]
+    cut = torch.tensor([2, 1])
+    assert reorder(feats, swapped_order(mask, cut))[..., 0].tolist() == [[2, 3, 4, 0, 1], [6, 7, 5, 8, 9]]
+    assert reorder(feats, swapped_order(mask, torch.tensor([0, 0])))[..., 0].tolist() == feats[..., 0].tolist()
+
+
+def test_temporal_negative_loss_is_the_two_way_cross_entropy_of_valid_rows():
+    from hbci.loss import temporal_negative_loss
+
+    pos, neg = torch.tensor([0.8, 0.2, 0.5]), torch.tensor([0.2, 0.8, 0.5])
+    scale = torch.tensor(10.0)
+    valid = torch.tensor([1.0, 0.0, 1.0])
+    expected = (math.log1p(math.exp(-6.0)) + math.log(2)) / 2
+    assert temporal_negative_loss(pos, neg, valid, scale).item() == pytest.approx(expected, rel=1e-6)
+    assert temporal_negative_loss(pos, neg, torch.zeros(3), scale).item() == 0.0
+
+
+def _tiny(**changes):
+    from hbci.config import ModelConfig
+    from hbci.model import HBCI
+
+    torch.manual_seed(0)
+    base = dict(num_frames=4, max_words=16, temporal_layers=1, num_segments=2, num_phrases=2, concepts=4)
+    return HBCI(ModelConfig(**{**base, **changes}))
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 40000, (4, 16), generator=g).int()
+    ids[:, 0], ids[:, 9] = 49406, 49407
+    word_mask = (torch.arange(16)[None] <= 9).float().expand(4, -1)
+    return ids, word_mask, torch.randn(4, 4, 3, 32, 32, generator=g), torch.ones(4, 4)
+
+
+def test_an_order_blind_model_scores_a_clip_and_its_reversal_alike():
+    """Mean pooling (and HBCI at init: its temporal transformer starts as the identity) scores a window and its
+    reversal alike, so the temporal term is log 2 exactly; its gradient reaches the temporal transformer."""
+    from hbci.train import batch_loss
+
+    ids, word_mask, frames, mask = _batch()
+    reverse, cut = torch.tensor([True, True, False, True]), torch.tensor([2, 0, 0, 2])
+    blind = _tiny(temporal_layers=0, video_pooling="mean", levels=(3,), concepts=1, temporal_negative_weight=1.0)
+    _, parts = batch_loss(blind, ids, word_mask, frames, mask, reverse=reverse, cut=cut)
+    assert parts["temporal"] == pytest.approx(math.log(2), abs=1e-6)
+    grads = {}
+    for weight in (0.0, 1.0):
+        model = _tiny(temporal_negative_weight=weight)
+        loss, parts = batch_loss(model, ids, word_mask, frames, mask, reverse=reverse, cut=cut)
+        assert ("temporal" in parts) == (weight > 0)
+        loss.backward()
+        grads[weight] = model.temporal.proj.weight.grad.clone()
+    assert parts["temporal"] == pytest.approx(math.log(2), abs=1e-6)
+    assert (grads[1.0] - grads[0.0]).abs().max() > 1e-6  # the term pushes frame order into the features

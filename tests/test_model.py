@@ -166,3 +166,49 @@ def test_temporal_transformer_learns_the_order_of_frames_with_clip_sized_norms()
         accuracy = ((head(temporal(x, torch.ones(512, frames)).mean(1)).squeeze(1) > 0).float() == y).float().mean()
         assert torch.allclose(x.mean(1), x.flip(1).mean(1), atol=1e-5)  # mean pooling alone sees no order
     assert accuracy > 0.9, f"order accuracy {accuracy:.2f}"
+
+
+def test_paired_similarities_are_the_diagonal_of_all_pairs():
+    from hbci.config import ModelConfig
+    from hbci.model import HBCI
+
+    torch.manual_seed(0)
+    for pooling in ("text_guided", "mean"):
+        model = HBCI(ModelConfig(num_frames=4, max_words=16, temporal_layers=1, num_segments=2, num_phrases=2,
+                                 concepts=4, video_pooling=pooling)).eval()
+        frames, mask = torch.randn(3, 4, 3, 32, 32), torch.ones(3, 4)
+        mask[1, 3] = 0
+        ids = torch.randint(1, 1000, (3, 16)).int()
+        words = torch.ones(3, 16)
+        words[:, 10:] = 0
+        with torch.no_grad():
+            text, video = model.encode_text(ids, words), model.encode_video(frames, mask)
+            full, paired = model.level_similarities(text, video), model.level_similarities(text, video, paired=True)
+        assert full.keys() == paired.keys()
+        for level in full:
+            torch.testing.assert_close(paired[level], full[level].diagonal(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_trend_path_makes_order_visible_from_the_start():
+    """time_trend against a naive weighted sum; with temporal_trend a fresh model already scores a clip and its
+    reversal differently (without it, a fresh model cannot: the transformer's path starts as the identity)."""
+    from hbci.layers import time_trend
+
+    x = torch.randn(2, 5, 3)
+    mask = torch.tensor([[1.0, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    for b, n in ((0, 5), (1, 3)):
+        c = torch.arange(n, dtype=torch.float32) - (n - 1) / 2
+        naive = (c[:, None] * x[b, :n]).sum(0) / c.abs().sum()
+        torch.testing.assert_close(time_trend(x, mask)[b], naive)
+    torch.testing.assert_close(time_trend(x[:, :1], mask[:, :1]), torch.zeros(2, 3))
+    frames, frame_mask = torch.randn(2, 4, 3, 32, 32), torch.ones(2, 4)
+    ids, words = torch.randint(1, 1000, (2, 16)).int(), torch.ones(2, 16)
+    for trend, differs in ((False, False), (True, True)):
+        torch.manual_seed(0)
+        model = HBCI(ModelConfig(num_frames=4, max_words=16, temporal_layers=1, num_segments=2, num_phrases=2,
+                                 concepts=4, temporal_trend=trend)).eval()
+        with torch.no_grad():
+            text = model.encode_text(ids, words)
+            forward = model.score(text, model.encode_video(frames, frame_mask))
+            backward = model.score(text, model.encode_video(frames.flip(1), frame_mask))
+        assert bool((forward - backward).abs().max() > 1e-4) == differs

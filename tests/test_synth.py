@@ -1,4 +1,4 @@
-"""Tests for hbci/synth.py: determinism, captions, the reversal property, hard-negative groups, the CLI, streams."""
+"""Tests for hbci/synth (the classic world, and the API every world shares): determinism, captions, the reversal property, hard-negative groups, the CLI, streams."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hbci import synth
 from hbci.runtime.video import count_frames, read_frames
 from hbci.synth import ClipSpec, Event, SceneObject
 
-SMALL = dict(n_train=8, n_val=5, n_test=12, frames=12, size=32, fps=6.0)
+SMALL = dict(n_train=8, n_val=5, n_test=12, frames=12, size=32, fps=6.0, world="classic")
 
 
 def _decoded(out: Path, frames: int) -> dict[str, np.ndarray]:
@@ -145,7 +145,7 @@ def test_hard_negative_groups_in_test_and_train(tmp_path):
 def test_cli_writes_the_layout(tmp_path, capsys):
     out = tmp_path / "bench"
     assert synth.main(["--out", str(out), "--seed", "2", "--train", "4", "--val", "2", "--test", "6",
-                       "--frames", "10", "--size", "32", "--train-captions", "2"]) == 0
+                       "--frames", "10", "--size", "32", "--train-captions", "2", "--world", "classic"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["clips"] == {"train": 4, "val": 2, "test": 6}
     meta = json.loads((out / "meta.json").read_text())

@@ -44,17 +44,20 @@ def _inputs(step: int):
     return ids, word_mask, frames, frame_mask
 
 
-def _steps(dist: Distributed) -> list[dict]:
-    """STEPS AdamW steps on this process's slice of each global batch; loss and gradients after each backward."""
+def _steps(dist: Distributed, config: ModelConfig = TINY) -> list[dict]:
+    """STEPS AdamW steps on this process's slice of each global batch; loss and gradients after each backward.
+    With a temporal negative weight, every window also has its reversal and (some) an order swap as negatives."""
     torch.manual_seed(0)
-    model = HBCI(TINY)
+    model = HBCI(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-6)
     local = GLOBAL_BATCH // dist.world
     rows = slice(dist.rank * local, (dist.rank + 1) * local)
     record = []
     for step in range(STEPS):
         ids, word_mask, frames, frame_mask = _inputs(step)
-        loss, _ = batch_loss(model, ids[rows], word_mask[rows], frames[rows], frame_mask[rows], dist)
+        reverse, cut = torch.tensor([True, False, True, True]), torch.tensor([2, 0, 0, 1])
+        loss, _ = batch_loss(model, ids[rows], word_mask[rows], frames[rows], frame_mask[rows], dist,
+                             reverse=reverse[rows], cut=cut[rows])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         sync_gradients(model, dist)
@@ -64,16 +67,17 @@ def _steps(dist: Distributed) -> list[dict]:
     return record
 
 
-def _worker(rank: int, world: int, port: int, out: str, config: dict) -> None:
+def _worker(rank: int, world: int, port: int, out: str, config: dict, steps_only: bool = False) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), HF_HUB_OFFLINE="1")
     torch.set_num_threads(1)
     dist = init_distributed("cpu")
     try:
-        record = _steps(dist)
+        record = _steps(dist, config_from_dict(config).model)
         if rank == 0:
             torch.save(record, Path(out) / "steps.pt")
-        train(config_from_dict(config), resume=False, progress=False)
+        if not steps_only:
+            train(config_from_dict(config), resume=False, progress=False)
     finally:
         torch.distributed.destroy_process_group()
 
@@ -104,7 +108,7 @@ def _dataset(root: Path) -> None:
 def _config(tmp_path: Path, name: str):
     cfg = apply_overrides(load_config("small"), [
         f"data.root={tmp_path / 'data'}", f"data.cache_dir={tmp_path / 'cache'}", "data.workers=1",
-        f"train.out_dir={tmp_path / name}", "data.val_split=", "train.epochs=1", "train.batch_size=4", "train.num_threads=1",
+        f"train.out_dir={tmp_path / name}", "data.val_split=", "data.heldout_split=", "train.epochs=1", "train.batch_size=4", "train.num_threads=1",
         "train.device=cpu"])
     return dataclasses.replace(cfg, model=TINY)
 
@@ -150,6 +154,23 @@ def test_two_processes_equal_one_on_the_same_global_batch(tmp_path):
     print(f"train(): losses {losses['single']} vs {losses['multi']}, max |weight diff| {weight_diff:.2e}")
     assert weight_diff < 1e-5
     assert (tmp_path / "multi" / "result.json").is_file() and "test" in json.loads((tmp_path / "multi" / "result.json").read_text())
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_with_temporal_negatives(tmp_path):
+    """The temporal negatives of each process's windows travel with the gathered packs: two processes still give
+    the single-process loss and gradients."""
+    config = dataclasses.replace(load_config("small"), model=dataclasses.replace(TINY, temporal_negative_weight=1.0))
+    workers = torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(tmp_path), config_to_dict(config), True),
+                                          nprocs=2, join=False)
+    reference = _steps(Distributed(), config.model)
+    while not workers.join():
+        pass
+    ddp = torch.load(tmp_path / "steps.pt", weights_only=True)
+    for one, two in zip(reference, ddp):
+        scale = max(float(g.abs().max()) for g in one["grads"].values())
+        assert abs(float(one["loss"] - two["loss"])) < 1e-5
+        assert _max_diff(one["grads"], two["grads"]) < 1e-5 * max(1.0, scale)
 
 
 def test_block_order_is_a_permutation_that_keeps_blocks_together():

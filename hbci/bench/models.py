@@ -33,7 +33,8 @@ def synthetic_data(work: Path, quick: bool) -> Path:
     root = work / ("synth-quick" if quick else "synth")
     if not (root / "test.csv").is_file():
         n = 4 if quick else 16
-        generate(root, seed=11, n_train=n, n_val=0, n_test=n, frames=24, size=64)
+        # context=0: bare training clips, since calibration reads whole videos and refuses start/end spans.
+        generate(root, seed=11, n_train=n, n_val=0, n_test=n, frames=24, size=64, context=0)
     return root
 
 

@@ -13,7 +13,13 @@ __all__ = ["VideoItem", "DATASETS", "register", "load_split", "check_videos"]
 
 @dataclass(frozen=True)
 class VideoItem:
-    """One video (or one [start, end] span of it) and all its captions, in annotation order."""
+    """One video (or one [start, end] span of it) and all its captions, in annotation order.
+
+    Optional timing for training windows (seconds from the video's start; see `hbci.data.draw_window`):
+    event_start/event_end bound what the captions describe inside the span (default: the span), order_cut is where
+    one described event ends and the next begins (swapping the parts before and after it contradicts the
+    captions), time_sensitive says the span played backwards contradicts them.
+    """
 
     video_id: str
     path: Path
@@ -21,6 +27,10 @@ class VideoItem:
     start: float | None = None
     end: float | None = None
     extra: dict = field(default_factory=dict, compare=False)
+    event_start: float | None = None
+    event_end: float | None = None
+    order_cut: float | None = None
+    time_sensitive: bool = False
 
 
 Loader = Callable[..., list[VideoItem]]

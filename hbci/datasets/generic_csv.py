@@ -2,6 +2,11 @@
 
 Video paths are relative to the CSV's folder (or absolute). Rows of the same video (and span) are grouped into
 one item in first-seen order, so several captions per video are the multi-caption case.
+
+Optional columns for training windows (`hbci.data.draw_window`; seconds from the video's start, empty for none):
+`event_start,event_end` (what the captions describe, inside [start, end]; default the span), `order_cut` (where
+the described events' order could be swapped), `time_sensitive` (1: the span played backwards contradicts the
+captions). The first row of an item gives them.
 """
 
 from __future__ import annotations
@@ -24,6 +29,21 @@ def _seconds(value: str | None, where: str) -> float | None:
         raise DatasetError(f"{where}: {value!r} is not a time in seconds") from None
 
 
+def _timing(row: dict, where: str, start: float | None, end: float | None) -> dict:
+    """The optional timing columns of a row, checked to lie inside the item's span."""
+    timing = {k: _seconds(row.get(k), where) for k in ("event_start", "event_end", "order_cut")}
+    lo, hi = -float("inf") if start is None else start, float("inf") if end is None else end
+    for name, value in timing.items():
+        if value is not None and not lo - 1e-6 <= value <= hi + 1e-6:
+            raise DatasetError(f"{where}: {name} {value} lies outside the span [{start}, {end}]")
+    if None not in (timing["event_start"], timing["event_end"]) and timing["event_end"] < timing["event_start"]:
+        raise DatasetError(f"{where}: event_end {timing['event_end']} is before event_start {timing['event_start']}")
+    flag = (row.get("time_sensitive") or "").strip()
+    if flag not in ("", "0", "1"):
+        raise DatasetError(f"{where}: time_sensitive must be 0, 1 or empty, got {flag!r}")
+    return {**timing, "time_sensitive": flag == "1"}
+
+
 def read_captions_csv(path: str | Path) -> list[VideoItem]:
     path = Path(path)
     if not path.is_file():
@@ -44,14 +64,17 @@ def read_captions_csv(path: str | Path) -> list[VideoItem]:
             if start is not None and end is not None and end <= start:
                 raise DatasetError(f"{where}: end {end} is not after start {start}")
             key = (video, start, end)
-            items.setdefault(key, {"captions": []})["captions"].append(caption)
+            if key not in items:
+                items[key] = {"captions": [], **_timing(row, where, start, end)}
+            items[key]["captions"].append(caption)
     if not items:
         raise DatasetError(f"{path}: no rows")
     result = []
     for (video, start, end), entry in items.items():
         video_path = Path(video) if Path(video).is_absolute() else path.parent / video
         video_id = Path(video).stem if start is None else f"{Path(video).stem}@{start:g}-{end if end is None else f'{end:g}'}"
-        result.append(VideoItem(video_id, video_path, tuple(entry["captions"]), start, end))
+        timing = {k: v for k, v in entry.items() if k != "captions"}
+        result.append(VideoItem(video_id, video_path, tuple(entry["captions"]), start, end, **timing))
     return result
 
 

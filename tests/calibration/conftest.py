@@ -14,7 +14,9 @@ def calib_synth(tmp_path_factory):
     from hbci.synth import generate
 
     root = tmp_path_factory.mktemp("calib_synth")
-    generate(root, seed=5, n_train=12, n_val=0, n_test=16, frames=8, size=32)
+    # The classic world: bare training clips (calibration reads whole videos) and no held-out-look split, so the
+    # folder holds exactly these two splits.
+    generate(root, seed=5, n_train=12, n_val=0, n_test=16, frames=8, size=32, world="classic")
     return root
 
 

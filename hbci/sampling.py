@@ -1,0 +1,102 @@
+"""Training windows: where a window may start, which frames it takes, and when it still matches its caption.
+
+Deployment never sees clips cut exactly: the monitor and the archive score windows laid at fixed strides over
+continuous video, so they start early or late, hold part of a neighbouring clip and cross cuts. Training draws its
+windows the same way, from the frames around each clip (`hbci.data.FramePool`):
+
+* **Offset.** A window keeps its clip's length in frames and starts up to `max_shift` of that length early or late
+  (uniformly, in whole frames, never past the ends of what the video holds), so it may hold part of the
+  neighbouring content: the clip's own scene at rest, filler, or another clip after a cut.
+* **Overlap rule.** A shifted window still matches its caption when at least `min_event_share` of what the
+  caption describes (the item's event span) lies inside it and at least `min_clip_share` of the window lies on
+  the clip. A draw that breaks the rule is drawn again (at most `tries` times, then the window is aligned).
+  With the defaults (shift up to 1/3, both shares 0.6) a window 1 s off a 3 s clip whose events fill it still
+  matches (2/3 of each), and a shift that leaves most of a short event outside is never drawn.
+* **Frames.** The window's frames are cut into T equal segments and one random frame is taken from each (TSN
+  style), instead of the segment centres the runtime takes; fewer than T frames are all taken (and masked).
+
+Evaluation stays deterministic: aligned windows, segment centres (`hbci.runtime.video.sample_indices`), exactly
+what the runtime does. Pure functions on arrays; tested against naive references.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hbci.framecache import span_indices
+from hbci.runtime.video import sample_indices
+
+__all__ = ["WindowPolicy", "ALIGNED", "random_segment_indices", "overlap_shares", "matches_caption",
+           "draw_window"]
+
+
+@dataclass(frozen=True)
+class WindowPolicy:
+    max_shift: float = 1 / 3  # largest offset, as a share of the clip's length
+    min_event_share: float = 0.6  # share of the described events that must lie inside the window
+    min_clip_share: float = 0.6  # share of the window that must lie on the clip
+    random_frames: bool = True  # a random frame per segment (False: the segment centres, as the runtime)
+    tries: int = 10
+
+    def __post_init__(self):
+        if not (0 <= self.max_shift < 1 and 0 < self.min_event_share <= 1 and 0 < self.min_clip_share <= 1
+                and self.tries >= 1):
+            raise ValueError("max_shift must be in [0, 1), the shares in (0, 1], tries >= 1")
+
+
+ALIGNED = WindowPolicy(max_shift=0.0, random_frames=False)  # what evaluation and the runtime do
+
+
+def random_segment_indices(num_available: int, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+    """One random index inside each of T equal segments of range(n) (segment i = [floor(i n / T),
+    floor((i + 1) n / T))); all n indices when n < T. Distinct and increasing, like `sample_indices`."""
+    if num_available < num_frames:
+        return sample_indices(num_available, num_frames)
+    bounds = (np.arange(num_frames + 1, dtype=np.int64) * num_available) // num_frames
+    return bounds[:-1] + (rng.random(num_frames) * (bounds[1:] - bounds[:-1])).astype(np.int64)
+
+
+def overlap_shares(window: tuple[int, int], clip: tuple[int, int], events: tuple[int, int]) -> tuple[float, float]:
+    """(share of the events inside the window, share of the window on the clip), half-open frame ranges."""
+    def inter(a, b):
+        return max(0, min(a[1], b[1]) - max(a[0], b[0]))
+
+    events_len = max(events[1] - events[0], 1)
+    return inter(window, events) / events_len, inter(window, clip) / max(window[1] - window[0], 1)
+
+
+def matches_caption(window: tuple[int, int], clip: tuple[int, int], events: tuple[int, int],
+                    policy: WindowPolicy) -> bool:
+    """The overlap rule (module docstring)."""
+    event_share, clip_share = overlap_shares(window, clip, events)
+    return event_share >= policy.min_event_share - 1e-9 and clip_share >= policy.min_clip_share - 1e-9
+
+
+def _frame_range(times: np.ndarray, start: float | None, end: float | None) -> tuple[int, int]:
+    inside = span_indices(times, start, end)
+    return int(inside[0]), int(inside[-1]) + 1
+
+
+def draw_window(times: np.ndarray, span: tuple[float | None, float | None],
+                event_span: tuple[float | None, float | None], num_frames: int, policy: WindowPolicy,
+                rng: np.random.Generator) -> np.ndarray:
+    """Indices (into `times`, increasing, at most T) of the frames of one training window over the clip `span`
+    ([start, end] seconds, None open) whose captions describe `event_span` (None: the span)."""
+    clip = _frame_range(times, *span)
+    events = _frame_range(times, event_span[0] if event_span[0] is not None else span[0],
+                          event_span[1] if event_span[1] is not None else span[1])
+    length = clip[1] - clip[0]
+    most = int(np.floor(policy.max_shift * length + 1e-9))
+    lo, hi = max(-most, -clip[0]), min(most, len(times) - clip[1])
+    shift = 0
+    if hi > lo:
+        for _ in range(policy.tries):
+            candidate = int(rng.integers(lo, hi + 1))
+            if matches_caption((clip[0] + candidate, clip[1] + candidate), clip, events, policy):
+                shift = candidate
+                break
+    pick = (random_segment_indices(length, num_frames, rng) if policy.random_frames
+            else sample_indices(length, num_frames))
+    return clip[0] + shift + pick

@@ -1,0 +1,39 @@
+"""The per-variant breakdown of hbci.evaluate against a hand count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from hbci.data import ClipSet
+from hbci.datasets import VideoItem
+from hbci.evaluate import variant_accuracy
+
+
+def _entry(video, group, variant, kinds):
+    return {"video": video, "group": group, "variant": variant, "events": [{"kind": k} for k in kinds]}
+
+
+def test_variant_accuracy_counts_base_variant_pairs_both_ways(tmp_path):
+    meta = [_entry("v/0.mp4", "g0", "base", ["move_left", "grow"]),
+            _entry("v/1.mp4", "g0", "reverse_0", ["move_right", "grow"]),
+            _entry("v/2.mp4", "g0", "reverse_1", ["move_left", "shrink"]),
+            _entry("v/3.mp4", "g0", "swap_order", ["grow", "move_left"]),
+            _entry("v/4.mp4", "g1", "base", ["move_up"]),
+            _entry("v/5.mp4", "g1", "reverse_0", ["move_down"])]
+    items = [VideoItem(str(i), tmp_path / e["video"], ("c",)) for i, e in enumerate(meta)]
+    clips = ClipSet(items, np.zeros((6, 1)), np.ones((6, 1), bool))
+    owners = np.arange(6)
+    sim = np.eye(6)
+    sim[0, 1] = 1.0      # base's caption ties with its left/right variant: wrong (ties count against)
+    sim[5, 4] = 2.0      # the move_down caption prefers the move_up clip: wrong
+    result = variant_accuracy(sim, owners, clips, {e["video"]: e for e in meta}, tmp_path)
+    assert result["left/right"] == {"accuracy": 50.0, "n": 2}
+    assert result["grow/shrink"] == {"accuracy": 100.0, "n": 2}
+    assert result["event order"] == {"accuracy": 100.0, "n": 2}
+    assert result["up/down"] == {"accuracy": 50.0, "n": 2}
+    assert result["direction"] == {"accuracy": 50.0, "n": 4}
+    assert result["colour swap"] == {"accuracy": None, "n": 0}
+    outside = ClipSet([VideoItem("x", Path("/elsewhere/x.mp4"), ("c",))], np.zeros((1, 1)), np.ones((1, 1), bool))
+    assert variant_accuracy(np.eye(1), np.arange(1), outside, {}, tmp_path)["direction"]["n"] == 0

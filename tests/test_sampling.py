@@ -1,0 +1,87 @@
+"""Training windows (hbci/sampling.py): random frames within segments, the overlap rule, offsets, against naive
+references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hbci.runtime.video import sample_indices
+from hbci.sampling import ALIGNED, WindowPolicy, draw_window, matches_caption, overlap_shares, random_segment_indices
+
+
+def test_random_segment_indices_take_one_frame_per_segment():
+    rng = np.random.default_rng(0)
+    for n in range(1, 60):
+        for t in (1, 4, 12):
+            idx = random_segment_indices(n, t, rng)
+            if n < t:
+                assert idx.tolist() == list(range(n))
+                continue
+            assert len(idx) == t and np.all(np.diff(idx) > 0)
+            for i, j in enumerate(idx):  # naive: segment i starts at floor(i n / t); j is in the last one started
+                assert max(s for s in range(t) if (s * n) // t <= j) == i
+    seen = {int(random_segment_indices(24, 12, rng)[0]) for _ in range(200)}
+    assert seen == {0, 1}  # both frames of the first segment are drawn, not only its centre
+
+
+def test_overlap_shares_match_a_set_count():
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        a, b, c = (tuple(sorted(rng.integers(0, 30, 2) + [0, 1])) for _ in range(3))
+        frames = lambda r: set(range(*r))  # noqa: E731
+        event, clip = overlap_shares(a, b, c)
+        assert event == pytest.approx(len(frames(a) & frames(c)) / max(len(frames(c)), 1))
+        assert clip == pytest.approx(len(frames(a) & frames(b)) / max(len(frames(a)), 1))
+
+
+def test_a_window_a_third_off_a_full_clip_still_matches_but_not_one_off_a_short_event():
+    policy = WindowPolicy()
+    assert matches_caption((8, 32), (0, 24), (0, 24), policy)       # 1 s late on a 3 s clip: 2/3 of each
+    assert not matches_caption((10, 34), (0, 24), (0, 24), policy)  # 14/24 of each: below the 0.6 shares
+    assert not matches_caption((8, 32), (0, 24), (0, 10), policy)   # the short event is mostly outside
+
+
+def _times(n: int, fps: float = 8.0) -> np.ndarray:
+    return np.arange(n) / fps
+
+
+def test_draw_window_keeps_length_and_rule_and_stays_inside_the_video():
+    rng = np.random.default_rng(2)
+    times = _times(44)  # 10 frames of context, a 24-frame clip, 10 frames of context
+    span, events = (10 / 8, 33 / 8), (12 / 8, 30 / 8)
+    policy = WindowPolicy(random_frames=False)
+    shifts = set()
+    for _ in range(300):
+        idx = draw_window(times, span, events, 12, policy, rng)
+        centres = sample_indices(24, 12)
+        shift = int(idx[0] - 10 - centres[0])
+        np.testing.assert_array_equal(idx, 10 + shift + centres)  # the clip's length, shifted
+        assert abs(shift) <= 8
+        assert matches_caption((10 + shift, 34 + shift), (10, 34), (12, 31), policy)
+        shifts.add(shift)
+    assert min(shifts) <= -6 and max(shifts) >= 6  # early and late both drawn
+    # Without context (a whole video, or a clip at the edge) the window cannot leave the video.
+    whole = [draw_window(_times(24), (None, None), (None, None), 12, policy, rng) for _ in range(20)]
+    assert all(np.array_equal(w, sample_indices(24, 12)) for w in whole)
+    edge = [draw_window(times, (0.0, 23 / 8), (None, None), 12, policy, rng)[0] for _ in range(50)]
+    assert min(edge) >= 0
+
+
+def test_aligned_policy_is_the_runtime_sampling_and_draws_are_seeded():
+    times = _times(40)
+    span = (5 / 8, 28 / 8)
+    idx = draw_window(times, span, (None, None), 12, ALIGNED, np.random.default_rng(0))
+    np.testing.assert_array_equal(idx, 5 + sample_indices(24, 12))
+    a = draw_window(times, span, (None, None), 12, WindowPolicy(), np.random.default_rng([3, 7]))
+    b = draw_window(times, span, (None, None), 12, WindowPolicy(), np.random.default_rng([3, 7]))
+    np.testing.assert_array_equal(a, b)
+    short = draw_window(_times(5), (None, None), (None, None), 12, WindowPolicy(), np.random.default_rng(0))
+    assert short.tolist() == [0, 1, 2, 3, 4]  # fewer frames than T: all of them (the caller masks the rest)
+
+
+def test_bad_policies_are_refused():
+    with pytest.raises(ValueError):
+        WindowPolicy(max_shift=1.0)
+    with pytest.raises(ValueError):
+        WindowPolicy(min_event_share=0.0)
