@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from hbci.runtime.retriever import Retriever
-from hbci.runtime.video import frame_times, read_indices, resize_center_crop, sample_indices
+from hbci.runtime.video import frame_times, read_indices, resize_center_crop
+from hbci.runtime.windows import sample_span
 from hbci.synth import make_stream, spec_from_dict
 
 OFFSETS = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0)
-_EPS = 1e-6
 
 
 def stream_of_split(data: Path, split: str, folder: Path, limit: int = 0):
@@ -48,13 +48,10 @@ def stream_of_split(data: Path, split: str, folder: Path, limit: int = 0):
 
 
 def window_frames(times: np.ndarray, crops: np.ndarray, start: float, length: float, num_frames: int):
-    """The runtime's window over [start, start + length): frames inside it, sampled at segment centres."""
-    inside = np.flatnonzero((times >= start - _EPS) & (times < start + length - _EPS))
-    chosen = inside[sample_indices(len(inside), num_frames)]
+    """The runtime's window over [start, start + length) (`sample_span`, at any offset, not only on the stride)."""
+    _, chosen, mask = sample_span(times, start, length, num_frames)
     frames = np.zeros((num_frames, *crops.shape[1:]), np.uint8)
     frames[:len(chosen)] = crops[chosen]
-    mask = np.zeros(num_frames, bool)
-    mask[:len(chosen)] = True
     return frames, mask
 
 

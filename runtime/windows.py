@@ -28,7 +28,7 @@ import numpy as np
 from hbci.runtime.errors import ConfigError
 from hbci.runtime.video import sample_indices
 
-__all__ = ["WindowSpan", "WindowCutter", "cut_windows", "window_frames", "EPS"]
+__all__ = ["WindowSpan", "WindowCutter", "cut_windows", "sample_span", "window_frames", "EPS"]
 
 EPS = 1e-6  # seconds
 _PERIOD_FRAMES = 5  # the end-of-stream rule measures the frame spacing over this many last frames
@@ -46,6 +46,18 @@ class WindowSpan:
     count: int  # frames inside the span (the T chosen are sampled from these); 0 where a gap in the
     # timestamps is longer than the window: an all-masked window, which the monitor scores like any other (its
     # score means little) and an archive had better skip
+
+
+def sample_span(times: Sequence[float], begin: float, window: float,
+                num_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frames of the span [begin, begin + window) among frames at `times` (non-decreasing): (positions of every
+    frame inside it, the positions of the T chosen among them by `sample_indices`, the bool [T] mask)."""
+    t = np.asarray(times, dtype=np.float64)
+    inside = np.flatnonzero((t >= begin - EPS) & (t < begin + window - EPS))
+    chosen = inside[sample_indices(len(inside), num_frames)]
+    mask = np.zeros(num_frames, bool)
+    mask[: len(chosen)] = True
+    return inside, chosen, mask
 
 
 def _check_settings(window: float, stride: float, num_frames: int) -> None:
@@ -148,12 +160,11 @@ class WindowCutter:
             raise ValueError(f"window {k} is not available (complete and kept: {self._wanted}.."
                              f"{self.next_index - 1})")
         begin = self._begin(k)
-        inside = [(n, t) for n, t in self._kept if begin - EPS <= t < begin + self.window - EPS]
-        chosen = sample_indices(len(inside), self.num_frames)
-        mask = np.zeros(self.num_frames, bool)
-        mask[: len(chosen)] = True
-        numbers = np.asarray([inside[i][0] for i in chosen], dtype=np.int64)
-        start, end = (inside[0][1], inside[-1][1]) if inside else (begin, begin)
+        kept = list(self._kept)
+        times = [t for _, t in kept]
+        inside, chosen, mask = sample_span(times, begin, self.window, self.num_frames)
+        numbers = np.asarray([kept[i][0] for i in chosen], dtype=np.int64)
+        start, end = (times[inside[0]], times[inside[-1]]) if len(inside) else (begin, begin)
         return WindowSpan(k, start, end, numbers, mask, len(inside))
 
     def release(self, k: int | None = None) -> None:
