@@ -25,8 +25,8 @@ QUERIES = ["a red circle moves left", "a green square moves up", "a blue triangl
 
 @pytest.fixture(scope="module")
 def retriever(trained_bundle):
-    if load_bundle(trained_bundle).manifest.gallery is None:
-        pytest.skip("the shipped demo bundle has no gallery (hbci-gallery runtime/demo/bundle)")
+    # The shipped demo bundle carries a gallery; losing it must fail here, not skip every gallery test.
+    assert load_bundle(trained_bundle).manifest.gallery is not None, "rebuild it: hbci-gallery runtime/demo/bundle"
     return Retriever.load(trained_bundle, backend="onnxruntime-cpu", precision="fp16")
 
 
