@@ -340,7 +340,7 @@ def _structure(per_graph: dict[str, dict]) -> dict:
         for k, v in report.items():
             if isinstance(v, int):
                 total[k] = total.get(k, 0) + v
-            elif isinstance(v, dict) and k != "per_graph":
+            elif isinstance(v, dict):  # quantized_nodes: {op: count}
                 merged = total.setdefault(k, {})
                 for op, n in v.items():
                     merged[op] = merged.get(op, 0) + n
