@@ -12,6 +12,24 @@ import pytest
 FPS, SIZE = 8.0, 64
 
 
+@pytest.fixture
+def unreadable_clips(monkeypatch):
+    """Call it to make every folder named `...clips` unreadable (os.scandir raises PermissionError)."""
+    import os
+
+    def make():
+        real = os.scandir
+
+        def scandir(path="."):
+            if str(path).endswith("clips"):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path)
+
+        monkeypatch.setattr(os, "scandir", scandir)
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def archive_retriever(runtime_bundle):
     from hbci.runtime.bundle import load_bundle

@@ -4,7 +4,6 @@ one line on stderr, its documented exit code, no traceback, and writes nothing."
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -51,7 +50,7 @@ def test_search_table_json_and_sheet(db, runtime_bundle, tmp_path, capsys):
 
 
 def test_refusals_are_one_line_with_their_code_and_write_nothing(db, video_tree, runtime_bundle, tmp_path, capsys,
-                                                                 monkeypatch):
+                                                                 unreadable_clips):
     (tmp_path / "text.db").write_text("not a database")
     (tmp_path / "empty.db").write_bytes(b"")
     (tmp_path / "emptydir").mkdir()
@@ -78,14 +77,7 @@ def test_refusals_are_one_line_with_their_code_and_write_nothing(db, video_tree,
         got, out, err = run(main, args, capsys)
         assert (got, out) == (code, ""), (args, err)
         assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err, err
-    real = os.scandir
-
-    def scandir(path="."):
-        if str(path).endswith("clips"):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    unreadable_clips()
     got, _, err = run(index_main, [video_tree, "--db", tmp_path / "new.db", *bundle], capsys)
     assert got == 2 and "folder cannot be read" in err and len(err.strip().splitlines()) == 1
     assert snapshot(tmp_path) == before

@@ -160,17 +160,10 @@ def test_bundle_and_settings_mismatch_need_reindex(videos, archive_retriever, tm
     assert [w[5] for w in windows] == list(range(len(windows)))  # rebuilt without holes
 
 
-def test_scan_refuses_missing_and_unreadable_paths(videos, monkeypatch):
+def test_scan_refuses_missing_and_unreadable_paths(videos, unreadable_clips):
     with pytest.raises(HbciError, match="no such file or folder"):
         scan_videos([videos / "nope"])
-    real = os.scandir
-
-    def scandir(path="."):
-        if str(path).endswith("clips"):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    unreadable_clips()
     with pytest.raises(HbciError, match="clips: folder cannot be read"):
         scan_videos([videos])
 
