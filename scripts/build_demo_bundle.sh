@@ -2,8 +2,8 @@
 # Rebuild the shipped demo bundle (runtime/demo/bundle) from nothing, with the project's own pipeline:
 #   hbci-synth (synthetic benchmark) -> hbci-pretrain (backbone on still frames) -> hbci-train small ->
 #   export/build_engines.py (FP32+FP16, validated and calibrated on the val split) -> scripts/ship_demo_bundle.py
-#   (keep FP16 only).
-# Needs the train extra (torch). About 20 minutes on a 2-core CPU. Steps already done are reused:
+#   (keep FP16 only) -> hbci-gallery (the background gallery behind per-query thresholds, from the FP16 encoder).
+# Needs the train extra (torch). About 15 minutes on a quiet 2-core CPU. Steps already done are reused:
 #   SYNTH=/tmp/synth BACKBONE=/tmp/synth/backbone.pt CHECKPOINT=/tmp/runs/full/best.pt scripts/build_demo_bundle.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,4 +27,5 @@ fi
 "$PYTHON" export/build_engines.py --checkpoint "$CHECKPOINT" --out "$WORK/bundle" --precision fp32,fp16 \
   --data "$SYNTH" --split val
 "$PYTHON" scripts/ship_demo_bundle.py "$WORK/bundle" runtime/demo/bundle --precision fp16
+"$PYTHON" -m hbci.runtime.gallery runtime/demo/bundle
 du -sh runtime/demo/bundle

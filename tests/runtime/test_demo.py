@@ -42,9 +42,11 @@ def test_alerts_cover_the_known_events_and_nothing_else(trained_bundle, demo):
     assert all(e["query"] == query for e in ends), "the distractor query must not fire"
     assert len(ends) == len(truths)
     for event, truth in zip(ends, truths):
-        # the alert's windows lie over the clip: it starts within a stride of the clip and ends inside it
+        # the alert's windows lie over the clip: it starts within two strides of the clip's start and ends before a
+        # window overhangs the clip by a third (the demo model was trained to match windows shifted that far:
+        # data.window_shift of the small config, hbci/sampling.py)
         assert truth.start - 0.5 <= event["window_start"] <= truth.start + 0.5
-        assert truth.start < event["window_end"] <= truth.end
+        assert truth.start < event["window_end"] <= truth.end + (truth.end - truth.start) / 3
         assert event["peak_window_start"] == pytest.approx(truth.start, abs=0.5)
 
 
