@@ -45,9 +45,14 @@ def test_a_changed_graph_or_preprocessing_changes_the_bundle_id(bundle_copy):
         != bundle.bundle_id
     assert write_manifest(bundle_copy, dataclasses.replace(bundle.manifest, mean=(0.5, 0.5, 0.5))).bundle_id \
         != bundle.bundle_id
-    # Without recorded model graphs, the most precise graphs present define the model.
+    # Without recorded model graphs, the most precise graphs present define the model (for a shipped copy that
+    # dropped FP32, its FP16 graphs: another id than the source's FP32 graphs give).
+    precision = bundle.precisions[0]
+    own = {graph: bundle.manifest.files[rel] for graph, rel in bundle.manifest.graphs[precision].items()}
+    expected = write_manifest(bundle_copy, dataclasses.replace(bundle.manifest, model_graphs=own,
+                                                               model_precision=precision)).bundle_id
     fresh = write_manifest(bundle_copy, dataclasses.replace(bundle.manifest, model_graphs=None, model_precision=None))
-    assert fresh.model_precision == bundle.precisions[0] and fresh.bundle_id == bundle.bundle_id
+    assert fresh.model_precision == precision and fresh.model_graphs == own and fresh.bundle_id == expected
 
 
 @pytest.mark.parametrize("edit", [lambda m: m.update(num_frames=8), lambda m: m.update(bundle_id="0" * 16),
@@ -72,6 +77,13 @@ def test_an_edited_manifest_with_a_fixed_hash_still_needs_the_right_bundle_id(bu
 def test_format_1_manifests_upgrade_and_are_refused_until_then(bundle_copy):
     import hashlib
 
+    # A format-1 manifest names no model graphs: the upgrade takes the most precise graphs present (a shipped copy
+    # that dropped FP32: its FP16 graphs), and the id is the one format 2 gives those graphs.
+    bundle = load_bundle(bundle_copy)
+    precision = bundle.precisions[0]
+    own = {graph: bundle.manifest.files[rel] for graph, rel in bundle.manifest.graphs[precision].items()}
+    expected = write_manifest(bundle_copy, dataclasses.replace(bundle.manifest, model_graphs=own,
+                                                               model_precision=precision)).bundle_id
     raw = json.loads((bundle_copy / "manifest.json").read_text())
     v1 = {k: v for k, v in raw.items() if k not in ("bundle_id", "manifest_sha256", "model_graphs",
                                                      "model_precision")} | {"format_version": 1}
@@ -80,6 +92,7 @@ def test_format_1_manifests_upgrade_and_are_refused_until_then(bundle_copy):
     with pytest.raises(BundleError, match="upgrade_bundle.py"):
         load_bundle(bundle_copy)
     upgraded = upgrade_manifest(bundle_copy)
-    assert load_bundle(bundle_copy).bundle_id == upgraded.bundle_id == raw["bundle_id"]
+    assert upgraded.model_graphs == own and upgraded.model_precision == precision
+    assert load_bundle(bundle_copy).bundle_id == upgraded.bundle_id == expected
     with pytest.raises(BundleError, match="nothing to upgrade"):
         upgrade_manifest(bundle_copy)
