@@ -1,0 +1,127 @@
+"""Where a model loses the direction of a move: text and video probes for the left/right and up/down pairs.
+
+    python benchmarks/probe_direction.py --checkpoint runs/small/best.pt --data data/synth [--split test]
+    python benchmarks/probe_direction.py --backbone data/synth/backbone.pt --data data/synth
+
+With --checkpoint (a trained HBCI model) or --backbone (an `hbci-pretrain` backbone, before video training) it
+prints, per direction pair:
+
+* text: the cosine of the global text embeddings of "a <colour> <shape> moves <a>" and "... moves <b>", averaged
+  over colours and shapes (1.0: the model reads the two captions as one sentence);
+* frames: over the split's single-move clips of each axis, the change of the backbone's frame feature from the
+  first to the last frame, relative to the mean frame-feature norm (how much the picture the model sees moves);
+* with --checkpoint only, video: the cosine of a clip's global video embedding and that of its own frames played
+  backwards (1.0: the model cannot tell the clip from its reversal).
+
+A diagnosis, not a gate: the README quotes it for the trained model and its backbone. Needs torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PAIRS = (("moves left", "moves right"), ("moves up", "moves down"))
+AXIS_OF = {"move_left": "left/right", "move_right": "left/right", "move_up": "up/down", "move_down": "up/down"}
+NOUNS = [f"{c} {s}" for c in ("red", "blue", "green") for s in ("circle", "square", "triangle")]
+
+
+def text_cosines(encode) -> dict[str, float]:
+    """encode(list of captions) -> [N, D] unit vectors; the mean cosine of each pair's captions."""
+    out = {}
+    for a, b in PAIRS:
+        ea, eb = encode([f"a {n} {a}" for n in NOUNS]), encode([f"a {n} {b}" for n in NOUNS])
+        out[f"{a} / {b}"] = round(float((ea * eb).sum(-1).mean()), 3)
+    return out
+
+
+def move_clips(data: Path, split: str, num_frames: int, image_size: int):
+    """(axis, frames [1, T, 3, S, S] as the model takes them, mask [1, T]) of the split's single-move clips."""
+    from hbci.config import DataConfig
+    from hbci.data import frames_to_tensor, load_clipset
+
+    meta = {e["video"]: e for e in json.loads((data / "meta.json").read_text())["splits"][split]}
+    clips = load_clipset(DataConfig(root=str(data)), split, num_frames, image_size, 0, False)
+    for i, item in enumerate(clips.items):
+        entry = meta.get(Path(item.path).resolve().relative_to(data.resolve()).as_posix())
+        if entry and len(entry["events"]) == 1 and entry["events"][0]["kind"] in AXIS_OF:
+            yield (AXIS_OF[entry["events"][0]["kind"]], frames_to_tensor(clips.frames[i:i + 1]),
+                   torch.from_numpy(clips.masks[i:i + 1]).float())
+
+
+@torch.no_grad()
+def probe(clip, data: Path, split: str, num_frames: int, image_size: int, model=None) -> dict:
+    from hbci.backbone import frame_features
+
+    rows: dict[str, list[tuple[float, float]]] = {"left/right": [], "up/down": []}
+    for axis, frames, mask in move_clips(data, split, num_frames, image_size):
+        feats = frame_features(clip, frames)
+        n = int(mask.sum())
+        change = float((feats[0, n - 1] - feats[0, 0]).norm() / feats[0, :n].norm(dim=-1).mean())
+        reversal = float("nan")
+        if model is not None:
+            backwards = torch.cat([feats[:, :n].flip(1), feats[:, n:]], 1)
+            reversal = float((model.video_pack(feats, mask)["video_global"] *
+                              model.video_pack(backwards, mask)["video_global"]).sum())
+        rows[axis].append((change, reversal))
+    return {axis: {"clips": len(r), "frame_change": round(float(np.mean([c for c, _ in r])), 3) if r else None,
+                   "cos_clip_reversed": (round(float(np.mean([v for _, v in r])), 4)
+                                         if r and model is not None else None)}
+            for axis, r in rows.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = ap.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a trained HBCI checkpoint (best.pt)")
+    source.add_argument("--backbone", help="an hbci-pretrain backbone file (hbci-tiny)")
+    ap.add_argument("--data", required=True, help="hbci-synth output folder (meta.json)")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--json", help="also write the result here")
+    args = ap.parse_args(argv)
+
+    from hbci.backbone import config_image_size, create_backbone
+    from hbci.data import tokenize
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.checkpoint:
+        from hbci.checkpoint import load_model
+
+        model, _, _ = load_model(args.checkpoint)
+        model.eval()
+        clip, num_frames, image_size = model.clip, model.config.num_frames, model.image_size
+
+        def encode(texts):
+            return model.encode_text(*tokenize(texts, model.config.max_words))["text_global"]
+    else:
+        model, num_frames = None, 12
+        clip = create_backbone("hbci-tiny", args.backbone).eval()
+        image_size = config_image_size("hbci-tiny")
+
+        def encode(texts):
+            ids, _ = tokenize(texts, 32)
+            out = clip.encode_text(ids)
+            return out / out.norm(dim=-1, keepdim=True)
+
+    with torch.no_grad():
+        result = {"source": args.checkpoint or args.backbone, "text_cosine": text_cosines(encode),
+                  "split": args.split, "axes": probe(clip, Path(args.data), args.split, num_frames, image_size, model)}
+    print(f"{result['source']} ({args.split} split of {args.data})")
+    for pair, cos in result["text_cosine"].items():
+        print(f"  text cosine {pair:26s} {cos:.3f}")
+    for axis, r in result["axes"].items():
+        line = f"  {axis:10s} {r['clips']:3d} single-move clips: frame change first->last {r['frame_change']}"
+        if r["cos_clip_reversed"] is not None:
+            line += f", video cosine clip/reversed {r['cos_clip_reversed']}"
+        print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""benchmarks/probe_direction.py, the README's direction diagnosis: its cosines behave as cosines (one sentence
+gives 1.0) and a run on a small synthetic split reports every single-move clip under its axis."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="the probe runs the torch model")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _probe_module():
+    spec = importlib.util.spec_from_file_location("probe_direction", ROOT / "benchmarks" / "probe_direction.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_text_cosines_read_one_sentence_as_one_and_opposites_apart():
+    import torch
+
+    probe = _probe_module()
+    same = probe.text_cosines(lambda texts: torch.ones(len(texts), 4) / 2)
+    assert all(v == pytest.approx(1.0) for v in same.values())
+    opposite = probe.text_cosines(lambda texts: torch.tensor(
+        [[-1.0, 0.0] if ("right" in t or "down" in t) else [1.0, 0.0] for t in texts]))
+    assert all(v == pytest.approx(-1.0) for v in opposite.values())
+
+
+def test_probe_reports_every_single_move_clip_under_its_axis(tmp_path, tiny_checkpoint):
+    from hbci.synth import generate
+
+    probe = _probe_module()
+    data = tmp_path / "synth"
+    generate(data, seed=3, n_train=0, n_val=0, n_test=60, frames=12, size=32)
+    entries = json.loads((data / "meta.json").read_text())["splits"]["test"]
+    expected = {"left/right": 0, "up/down": 0}
+    for e in entries:
+        if len(e["events"]) == 1 and e["events"][0]["kind"] in probe.AXIS_OF:
+            expected[probe.AXIS_OF[e["events"][0]["kind"]]] += 1
+    assert sum(expected.values()) > 0
+
+    out = tmp_path / "probe.json"
+    assert probe.main(["--checkpoint", str(tiny_checkpoint), "--data", str(data), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert {axis: r["clips"] for axis, r in result["axes"].items()} == expected
+    for r in result["axes"].values():
+        if r["clips"]:
+            assert r["frame_change"] > 0 and -1.0 <= r["cos_clip_reversed"] <= 1.0 + 1e-6
+    assert all(-1.0 <= c <= 1.0 + 1e-6 and np.isfinite(c) for c in result["text_cosine"].values())
