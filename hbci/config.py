@@ -106,6 +106,7 @@ class TrainConfig:
     batch_size: int = 64                 # the global batch: under torchrun each process takes batch_size / world
     lr: float = 1e-3                     # learning rate of the new HBCI modules
     backbone_lr_scale: float = 1e-3      # CLIP's lr = lr * this (about 1e-3 for pretrained CLIP)
+    vision_lr_scale: float = 1.0         # CLIP's image tower at backbone lr * this (the README: 0.1 keeps up/down)
     weight_decay: float = 0.05
     warmup_fraction: float = 0.1
     grad_clip: float = 1.0
@@ -122,6 +123,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.device not in ("auto", "cuda", "cpu"):
             raise ConfigError("train: device must be 'auto', 'cuda' or 'cpu'")
+        if not self.vision_lr_scale > 0:
+            raise ConfigError("train: vision_lr_scale must be > 0")
 
 
 @dataclass(frozen=True)

@@ -55,16 +55,19 @@ def seed_everything(seed: int) -> None:
 
 
 def param_groups(model: HBCI, cfg) -> list[dict]:
-    """CLIP at lr * backbone_lr_scale; no weight decay on biases, norms, embeddings of positions, temperatures."""
-    groups = {(b, d): [] for b in (True, False) for d in (True, False)}
+    """CLIP at lr * backbone_lr_scale, its image tower at that * vision_lr_scale; no weight decay on biases, norms,
+    embeddings of positions, temperatures."""
+    groups: dict[tuple[float, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         decay = param.ndim >= 2 and "position" not in name and "queries" not in name
-        groups[(name.startswith("clip."), decay)].append(param)
-    return [{"params": params, "lr": cfg.lr * (cfg.backbone_lr_scale if backbone else 1.0),
-             "weight_decay": cfg.weight_decay if decay else 0.0}
-            for (backbone, decay), params in groups.items() if params]
+        scale = 1.0
+        if name.startswith("clip."):
+            scale = cfg.backbone_lr_scale * (cfg.vision_lr_scale if name.startswith("clip.visual.") else 1.0)
+        groups.setdefault((scale, decay), []).append(param)
+    return [{"params": params, "lr": cfg.lr * scale, "weight_decay": cfg.weight_decay if decay else 0.0}
+            for (scale, decay), params in groups.items()]
 
 
 def block_order(n: int, block: int, generator: torch.Generator) -> np.ndarray:

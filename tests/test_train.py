@@ -112,3 +112,20 @@ def test_ablation_rows_share_data_and_budget_and_keep_the_table_order(synth, tmp
     assert configs[1]["model"]["video_pooling"] == "text_guided" and configs[1]["model"]["levels"] == [3]
     assert configs[0]["train"] == {**configs[1]["train"], "out_dir": configs[0]["train"]["out_dir"]}
     assert capsys.readouterr().out.strip().splitlines()[-len(table):] == table
+
+
+def test_param_groups_scale_the_backbone_and_its_image_tower():
+    from hbci.config import ModelConfig, TrainConfig
+    from hbci.model import HBCI
+    from hbci.train import param_groups
+    from tests.conftest import TINY_MODEL
+
+    model = HBCI(ModelConfig(**TINY_MODEL))
+    cfg = TrainConfig(lr=1e-3, backbone_lr_scale=0.5, vision_lr_scale=0.1)
+    lr_of = {id(p): g["lr"] for g in param_groups(model, cfg) for p in g["params"]}
+    expected = {name: 1e-3 * (0.05 if name.startswith("clip.visual.") else 0.5 if name.startswith("clip.") else 1.0)
+                for name, p in model.named_parameters() if p.requires_grad}
+    assert {name: lr_of[id(p)] for name, p in model.named_parameters() if p.requires_grad} == pytest.approx(expected)
+    assert any(n.startswith("clip.visual.") for n in expected) and any(not n.startswith("clip.") for n in expected)
+    with pytest.raises(Exception, match="vision_lr_scale"):
+        TrainConfig(vision_lr_scale=0)
