@@ -105,8 +105,10 @@ def replay(case: dict, threshold_on: float, threshold_off: float, smoothing: flo
     tracker = EventTracker(threshold_on=threshold_on, threshold_off=threshold_off, smoothing=smoothing,
                            bundle_id=bundle_id, source=str(case["path"]))
     for i, (query, _) in enumerate(case["queries"]):
-        own = None if per_query is None else per_query[i]
-        tracker.add(query, None if own is None else (own.on, own.off), None if own is None else own.null)
+        if per_query is None:
+            tracker.add(query)
+        else:
+            tracker.add(query, per_query[i].own, per_query[i].null)
     events = []
     for (start, end), raw in zip(case["spans"], case["scores"].T):
         events += tracker.update(SimpleNamespace(start=start, end=end), raw)
@@ -209,9 +211,9 @@ def main(argv=None) -> int:
         for rate in args.false_alarm_rate if has_gallery else []:
             calibrate_cases(retriever, cases, rate)
             ons = np.array([t.on for c in cases for t in c["per_query"]])
-            floor = resolve_thresholds(retriever.bundle.thresholds, None, None, retriever.bundle_id)[0]
-            at_floor = int((ons == floor).sum())
             r = evaluate(retriever, cases, args.window, stride, args.smoothing, None, None, per_query=True)
+            floor = r["threshold_on"]  # the global on: no query's threshold goes below it
+            at_floor = int((ons == floor).sum())
             r.update(false_alarm_rate=rate, per_query_on={"min": float(ons.min()), "median": float(np.median(ons)),
                                                           "max": float(ons.max()), "floor": floor,
                                                           "at_floor": at_floor, "queries": int(ons.size)})

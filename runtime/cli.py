@@ -206,11 +206,10 @@ def _pipeline(args, plan: _Plan, source, sinks: list) -> Pipeline:
     log.info("monitoring %s for %d quer%s: window %.2f s, stride %.2f s, smoothing %.2f, threshold on %.4f "
              "off %.4f", source.name, len(plan.queries), "y" if len(plan.queries) == 1 else "ies", args.window,
              args.stride, args.smoothing, monitor.threshold_on, monitor.threshold_off)
-    for index, text in monitor.query_list():
-        if monitor.per_query_thresholds:
-            on, off = monitor.thresholds_of(index)
-            log.info("query %d %r: its own thresholds on %.4f off %.4f (false-alarm rate %g on the bundle's "
-                     "background gallery)", index, text, on, off, args.false_alarm_rate)
+    for index, text in monitor.query_list() if monitor.per_query_thresholds else []:
+        on, off = monitor.thresholds_of(index)
+        log.info("query %d %r: its own thresholds on %.4f off %.4f (false-alarm rate %g on the bundle's "
+                 "background gallery)", index, text, on, off, args.false_alarm_rate)
     return pipeline
 
 

@@ -144,7 +144,9 @@ class EventTracker:
 
     def thresholds(self, index: int) -> tuple[float, float]:
         """(on, off) of query `index`: its own, or the tracker's."""
-        query = self._queries[self.position(index)]
+        return self._pair(self._queries[self.position(index)])
+
+    def _pair(self, query: _Query) -> tuple[float, float]:
         return (self.threshold_on, self.threshold_off) if query.on is None else (query.on, query.off)
 
     @property
@@ -180,7 +182,7 @@ class EventTracker:
         for query, score, r in zip(queries, smoothed.tolist(), raw.tolist()):
             query.score, query.raw = score, r
             active = query.active
-            on, off = (self.threshold_on, self.threshold_off) if query.on is None else (query.on, query.off)
+            on, off = self._pair(query)
             if active is None:
                 if score >= on:
                     query.active = OpenEvent(self._next_event, window.start, window.end, score, r,
@@ -207,12 +209,10 @@ class EventTracker:
         event = {"event": kind, "id": query.active.id, "query": query.text, "query_index": query.index,
                  "time": round(window.end, 6), "score": round(score, 6), "raw_score": round(raw, 6),
                  "window_start": round(window.start, 6), "window_end": round(window.end, 6),
-                 "threshold": self.threshold_on if kind == "start" else self.threshold_off,
+                 "threshold": self._pair(query)[0 if kind == "start" else 1],
                  "calibrated_score": calibrated_score(query.null, score),
                  "threshold_source": "global" if query.on is None else "query",
                  "source": self.source, "bundle_id": self.bundle_id}
-        if query.on is not None:
-            event["threshold"] = query.on if kind == "start" else query.off
         if self.live:
             event["wall_time"] = round(time.time(), 3)
         return event

@@ -65,11 +65,15 @@ class QueryThresholds:
     def source(self) -> str:
         return "global" if self.null is None else "query"
 
+    @property
+    def own(self) -> tuple[float, float] | None:
+        """The (on, off) an `EventTracker` query is given: None for the global pair (the tracker's own)."""
+        return None if self.null is None else (self.on, self.off)
+
 
 def load_gallery(bundle) -> dict[str, np.ndarray] | None:
-    """The gallery's packs as float32 {scorer video input: [windows, ...]}, or None when the bundle has none (or is
-    a stand-in without the attribute, as in tests)."""
-    path = getattr(bundle, "gallery_path", None)
+    """The gallery's packs as float32 {scorer video input: [windows, ...]}, or None when the bundle has none."""
+    path = bundle.gallery_path
     if path is None:
         return None
     with np.load(path) as data:

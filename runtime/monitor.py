@@ -261,8 +261,7 @@ class Monitor:
                                 self.false_alarm_rate or DEFAULT_FALSE_ALARM_RATE)
 
     def _add(self, text: str, thresholds) -> int:
-        own = None if thresholds.null is None else (thresholds.on, thresholds.off)
-        return self.tracker.add(text, own, thresholds.null)
+        return self.tracker.add(text, thresholds.own, thresholds.null)
 
     def remove_query(self, index: int) -> None:
         """Remove a standing query by index; an open event of it ends with reason "removed" (yielded by `run`

@@ -29,6 +29,7 @@ __all__ = [
     "sample_indices",
     "open_video",
     "to_rgb",
+    "jpeg_thumbnail",
     "frame_times",
     "iter_frames_at",
     "read_indices",
@@ -133,6 +134,17 @@ def to_rgb(frame: np.ndarray) -> np.ndarray:
     if frame.shape[2] == 4:
         return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def jpeg_thumbnail(frame: np.ndarray, side: int, quality: int = 80) -> bytes:
+    """An RGB frame as JPEG bytes, shrunk (never enlarged) so that its long side is at most `side`; b"" if the
+    encoder fails."""
+    h, w = frame.shape[:2]
+    scale = side / max(h, w)
+    if scale < 1:
+        frame = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return jpeg.tobytes() if ok else b""
 
 
 def iter_frames_at(path: str | Path, indices: Sequence[int],

@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import cv2
 import numpy as np
 
 from hbci.runtime.archive.store import ArchiveMeta, FileRecord, Store
 from hbci.runtime.errors import ConfigError, HbciError, IndexMismatchError, VideoError
-from hbci.runtime.video import FirstFrameSize, frame_times, iter_frames_at, resize_center_crop
+from hbci.runtime.video import FirstFrameSize, frame_times, iter_frames_at, jpeg_thumbnail, resize_center_crop
 from hbci.runtime.windows import WindowSpan, cut_windows, window_frames
 
 __all__ = ["VIDEO_EXTENSIONS", "DEFAULT_WINDOW", "DEFAULT_STRIDE", "THUMBNAIL_SIZE", "IndexSummary",
@@ -116,15 +115,6 @@ class _Batch:
     thumbnails: list[bytes]
 
 
-def _thumbnail(frame: np.ndarray) -> bytes:
-    h, w = frame.shape[:2]
-    scale = THUMBNAIL_SIZE / max(h, w)
-    if scale < 1:
-        frame = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
-    return jpeg.tobytes() if ok else b""
-
-
 def _decode_windows(path: Path, meta: ArchiveMeta, batch: int) -> Iterator[_Batch | float]:
     """First the file's duration, then its windows in batches. One pass counts the frames that decode and their
     times; the windows are cut from those times by `cut_windows`, as the monitor cuts a stream; a second pass
@@ -161,7 +151,7 @@ def _decode_windows(path: Path, meta: ArchiveMeta, batch: int) -> Iterator[_Batc
     for number, frame in iter_frames_at(path, needed, same_size):
         crops[number] = resize_center_crop(frame[None], meta.image_size)[0]
         if number in thumb_at:
-            thumbs[number] = _thumbnail(frame)
+            thumbs[number] = jpeg_thumbnail(frame, THUMBNAIL_SIZE)
         last_read = number
         while pending < len(spans) and int(spans[pending].frames[-1]) <= number:
             out.append(spans[pending])

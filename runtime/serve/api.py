@@ -8,11 +8,11 @@ import json
 import math
 
 from hbci.runtime.errors import HbciError
+from hbci.runtime.retriever import MAX_QUERY_CHARS  # one limit: the runtime's own
 from hbci.runtime.serve.config import require
 
-__all__ = ["create_app", "MAX_QUERY_CHARS"]
+__all__ = ["create_app"]
 
-MAX_QUERY_CHARS = 1000
 SSE_KEEPALIVE_S = 15.0
 
 
@@ -84,23 +84,25 @@ def create_app(service, *, stopping=None):
     """The FastAPI application of `service` (a `hbci.runtime.serve.service.Service`). `stopping` (a
     threading.Event) ends open SSE streams when the service drains."""
     require("fastapi")
-    from typing import Optional
+    from typing import Annotated, Optional
 
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
     from pydantic import BaseModel, ConfigDict, Field
 
+    QueryText = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
+
     class QueryIn(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        text: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="a standing query")
+        text: QueryText = Field(description="a standing query")
 
     class QueriesIn(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        texts: list[str] = Field(max_length=256, description="the complete list of standing queries")
+        texts: list[QueryText] = Field(max_length=256, description="the complete list of standing queries")
 
     class SearchIn(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+        query: QueryText
         top_k: int = Field(10, ge=1, le=service.config.archive.max_top_k if service.config.archive else 100)
         exact: bool = False
 
@@ -175,10 +177,7 @@ def create_app(service, *, stopping=None):
     @app.put("/sources/{name}/queries", summary="replace the standing queries of one source")
     def set_queries(name: str, queries: QueriesIn):
         r = runner(name)
-        texts = [check_text(t) for t in queries.texts]
-        if any(len(t) > MAX_QUERY_CHARS for t in texts):
-            raise HTTPException(422, f"a query is over {MAX_QUERY_CHARS} characters")
-        r.set_queries(texts)
+        r.set_queries([check_text(t) for t in queries.texts])
         return r.queries()
 
     @app.delete("/sources/{name}/queries/{index}", summary="remove one standing query (its open event ends)")

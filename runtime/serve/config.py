@@ -12,10 +12,6 @@ from hbci.runtime.errors import ConfigError
 
 __all__ = ["load_config", "parse_config", "models", "require"]
 
-SOURCE_KINDS = ("camera", "file", "url", "pipeline")
-BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu", "tensorrt")
-PRECISIONS = ("auto", "fp32", "fp16", "int8")
-
 
 def require(module: str):
     """Import an optional dependency of the service, or say which extra installs it."""
@@ -35,6 +31,11 @@ def models():
 
     from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+    # The allowed values are the runtime's own lists (Literal[a tuple] is Literal[its items]).
+    from hbci.runtime.backends import BACKENDS
+    from hbci.runtime.retriever import PRECISIONS
+    from hbci.runtime.sources import SOURCE_KINDS
+
     class Strict(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
@@ -45,7 +46,7 @@ def models():
     class Source(Strict):
         name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="letters, digits, _ and -: used in URLs and "
                                                                        "MQTT topics")
-        kind: Literal["camera", "file", "url", "pipeline"]
+        kind: Literal[SOURCE_KINDS]
         target: str = Field(min_length=1, description="camera index, file path, stream URL or GStreamer pipeline")
         realtime: bool = False
         max_fps: float = Field(0.0, ge=0)
@@ -99,8 +100,8 @@ def models():
 
     class Service(Strict):
         bundle: Optional[str] = Field(None, description="model bundle folder (default: the shipped demo bundle)")
-        backend: Literal["auto", "onnxruntime", "onnxruntime-cpu", "tensorrt"] = "auto"
-        precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"
+        backend: Literal[BACKENDS] = "auto"
+        precision: Literal[PRECISIONS] = "auto"
         threads: int = Field(0, ge=0)
         sources: list[Source] = Field(min_length=1)
         http: Http = Field(default_factory=Http)

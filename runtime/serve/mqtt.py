@@ -143,8 +143,9 @@ class MqttBridge:
                 self._states.popitem(last=False)
         self._send(self.topic("events"), {"type": kind, "before": before or after, "after": after})
 
-    def publish_status(self) -> None:
-        for name, health in self.service.health()["sources"].items():
+    def publish_status(self, sources: dict | None = None) -> None:
+        """Each source's status (retained); `sources`: the health figures if already taken."""
+        for name, health in (sources or self.service.health()["sources"]).items():
             self._send(self.topic(name, "status"), {k: health[k] for k in (
                 "up", "fps", "last_frame_age_s", "frames", "restarts", "error", "queries")}, retain=True)
 
@@ -153,12 +154,12 @@ class MqttBridge:
 
     def _stats_loop(self) -> None:
         while not self._closing.wait(self.config.stats_interval_s):
-            stats = self.service.stats()
+            stats, sources = self.service.stats(), self.service.health()["sources"]
             self._send(self.topic("stats"), {**{k: stats[k] for k in ("version", "bundle_id", "backend",
                                                                       "precision", "uptime_s")},
-                                             "sources": self.service.health()["sources"],
+                                             "sources": sources,
                                              "mqtt_queue": len(self.queue), "mqtt_dropped": self.dropped})
-            self.publish_status()
+            self.publish_status(sources)
 
     # ------------------------------------------------------------------------------------------ callbacks
     def _connected(self, client, userdata, flags, reason_code, properties=None) -> None:

@@ -15,6 +15,7 @@ from typing import Callable
 
 from hbci.runtime.errors import ConfigError, HbciError
 from hbci.runtime.pipeline import ClipSink, MonitorSettings, Pipeline, Sink, SourceSpec
+from hbci.runtime.video import jpeg_thumbnail
 
 __all__ = ["EventHub", "Service", "SourceRunner"]
 
@@ -108,9 +109,10 @@ class _ServiceSink(Sink):
         event["target"], event["source"] = event.get("source"), name
         if event["event"] == "start":
             self._peaks[event["id"]] = (event["score"], time.monotonic())
+        if event["event"] == "start" or event["id"] not in self._ids:
             # Stable across the event's messages and unique across runs and restarts (Frigate's style).
             self._ids[event["id"]] = f"{time.time():.3f}-{name}-{event['id']}"
-        event_id = self._ids.get(event["id"]) or f"{time.time():.3f}-{name}-{event['id']}"
+        event_id = self._ids[event["id"]]
         if event["event"] == "end":
             self._ids.pop(event["id"], None)
             self._peaks.pop(event["id"], None)
@@ -126,17 +128,15 @@ class _ServiceSink(Sink):
         self.hub.publish(event, media)
 
     def _write_thumbnail(self, event_id: str) -> str | None:
-        import cv2
-
-        image = self._image
-        scale = THUMBNAIL_SIDE / max(image.shape[:2])
-        if scale < 1:
-            image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
-                               interpolation=cv2.INTER_AREA)
         path = self.media / "thumbnails" / self.runner.name / f"{event_id}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            log.warning("%s: could not write the thumbnail %s", self.runner.name, path)
+        jpeg = jpeg_thumbnail(self._image, THUMBNAIL_SIDE, quality=95)
+        try:
+            if not jpeg:
+                raise OSError("the JPEG encoder failed")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(jpeg)
+        except OSError as exc:
+            log.warning("%s: could not write the thumbnail %s: %s", self.runner.name, path, exc)
             return None
         return str(path)
 

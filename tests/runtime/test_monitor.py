@@ -22,7 +22,8 @@ class FakeRetriever:
 
     def __init__(self, script=None, num_frames=4, image_size=8, thresholds=None):
         self.script = [np.atleast_1d(np.asarray(s, float)) for s in (script or [])]
-        self.bundle = SimpleNamespace(num_frames=num_frames, image_size=image_size, thresholds=thresholds)
+        self.bundle = SimpleNamespace(num_frames=num_frames, image_size=image_size, thresholds=thresholds,
+                                      gallery_path=None)
         self.bundle_id = "fake"
         self.calls, self.encoded = 0, []
 

@@ -26,7 +26,7 @@ class ScriptedRetriever:
 
     def __init__(self, script: dict[str, list[float]]):
         self.script = script
-        self.bundle = SimpleNamespace(num_frames=4, image_size=8, thresholds=None)
+        self.bundle = SimpleNamespace(num_frames=4, image_size=8, thresholds=None, gallery_path=None)
         self.bundle_id = "scripted"
         self.encoded_texts: list[str] = []
         self._windows = 0

@@ -318,3 +318,17 @@ def test_load_clip_pads_with_zeros(tmp_path):
 def test_import_pulls_no_torch():
     code = "import sys, hbci.runtime.video; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_jpeg_thumbnail_shrinks_the_long_side_and_never_enlarges():
+    import cv2
+
+    from hbci.runtime.video import jpeg_thumbnail
+
+    frame = np.zeros((60, 200, 3), np.uint8)
+    frame[:, :100] = (255, 0, 0)  # red on the left, in RGB
+    small = cv2.imdecode(np.frombuffer(jpeg_thumbnail(frame, 50), np.uint8), cv2.IMREAD_COLOR)
+    assert small.shape == (15, 50, 3)
+    assert small[7, 10, 2] > 200 and small[7, 10, 0] < 60  # still red (BGR once decoded): the channels are right
+    same = cv2.imdecode(np.frombuffer(jpeg_thumbnail(frame, 500), np.uint8), cv2.IMREAD_COLOR)
+    assert same.shape == (60, 200, 3)

@@ -56,7 +56,10 @@ def test_queries_roundtrip_and_bad_requests(app):
         assert client.delete("/queries").json() == {"removed": {"cam": 2}}
         unknown = client.post("/queries", json={"text": "x", "extra": 1})
         assert unknown.status_code == 422 and "extra" in unknown.text
-        assert client.post("/queries", json={"text": "x" * 1001}).status_code == 422
+        from hbci.runtime.retriever import MAX_QUERY_CHARS  # the API holds queries to the runtime's limit
+
+        assert client.post("/queries", json={"text": "x" * (MAX_QUERY_CHARS + 1)}).status_code == 422
+        assert client.put("/sources/cam/queries", json={"texts": ["x" * (MAX_QUERY_CHARS + 1)]}).status_code == 422
         assert client.post("/queries", json={"text": "   "}).status_code == 422
         assert client.post("/archive/search", json={"query": "x"}).status_code == 404
         too_big = client.post("/queries", content=b"{" + b" " * 70000 + b"}",
