@@ -42,13 +42,14 @@ from hbci.runtime.gallery import DEFAULT_FALSE_ALARM_RATE, load_gallery, query_t
 from hbci.runtime.monitor import DEFAULT_SMOOTHING, DEFAULT_STRIDE, DEFAULT_WINDOW, Monitor
 from hbci.runtime.retriever import Retriever
 from hbci.runtime.sources import open_source
-from hbci.synth import caption, describe, labelled_variants, make_stream, random_spec
+from hbci.synth import VARIANT_CLASSES, caption, describe, labelled_variants, make_stream, random_spec, variant_class
 
 KINDS = ("positive", "hard_negative", "unrelated")
 
 
 def stream_case(folder: Path, seed: int, index: int, clips: int, fps: float, size: int):
-    """Render one stream; return (path, known clips, [(query, kind)])."""
+    """Render one stream; return (path, known clips, [(query, kind)], {hard-negative query: its VARIANT_CLASSES
+    class})."""
     rng = np.random.default_rng([seed, index])
     specs, seen = [], set()
     while len(specs) < clips:
@@ -63,16 +64,18 @@ def stream_case(folder: Path, seed: int, index: int, clips: int, fps: float, siz
     found = make_stream(path, segments, fps, size, rng)
     known = [known_clip(s) for s in found]
     queries = [(s.caption, "positive") for s in found]
+    variant_of = {}
     for spec in specs:
-        options = [v for _, v in labelled_variants(spec) if describe(v) not in seen]
+        options = [(label, v) for label, v in labelled_variants(spec) if describe(v) not in seen]
         if options:
-            variant = options[int(rng.integers(len(options)))]
+            label, variant = options[int(rng.integers(len(options)))]
             queries.append((caption(variant, rng), "hard_negative"))
+            variant_of[queries[-1][0]] = variant_class(label, [e.kind for e in spec.events])
     while sum(kind == "unrelated" for _, kind in queries) < max(1, clips // 2):
         spec = random_spec(rng)
         if describe(spec) not in seen:
             queries.append((caption(spec, rng), "unrelated"))
-    return path, known, queries
+    return path, known, queries, variant_of
 
 
 def record_streams(retriever: Retriever, folder: Path, streams: int, seed: int, clips: int, window: float,
@@ -80,7 +83,7 @@ def record_streams(retriever: Retriever, folder: Path, streams: int, seed: int, 
     """Render the streams and score every window against every query once (through the monitor, as live)."""
     cases = []
     for index in range(streams):
-        path, known, queries = stream_case(folder, seed, index, clips, fps, size)
+        path, known, queries, variant_of = stream_case(folder, seed, index, clips, fps, size)
         monitor = Monitor(retriever, [q for q, _ in queries], window=window, stride=stride, threshold_on=1e9)
         spans, rows = [], []
 
@@ -91,7 +94,7 @@ def record_streams(retriever: Retriever, folder: Path, streams: int, seed: int, 
         with open_source("file", path) as source:
             for _ in monitor.run(source, on_window=record):
                 pass
-        cases.append({"path": path, "known": known, "queries": queries, "spans": spans,
+        cases.append({"path": path, "known": known, "queries": queries, "variant_of": variant_of, "spans": spans,
                       "scores": np.stack(rows, axis=1), "stats": monitor.stats.summary()})
         log(f"stream {index + 1}/{streams}: {len(known)} clips, {len(queries)} queries, {len(rows)} windows")
     return cases
@@ -130,6 +133,7 @@ def evaluate(retriever: Retriever, cases: list[dict], window: float, stride: flo
     `calibrate_cases`)."""
     on, off = resolve_thresholds(retriever.bundle.thresholds, threshold_on, threshold_off, retriever.bundle_id)
     totals = {k: {"tp": 0, "fp": 0, "ignored": 0, "found": 0, "occurrences": 0, "queries": 0} for k in KINDS}
+    by_variant = {c: {"queries": 0, "fp": 0} for c in VARIANT_CLASSES}  # the hard negatives, by what they change
     for case in cases:
         alerts = alerts_from_events(replay(case, on, off, smoothing, retriever.bundle_id,
                                            case["per_query"] if per_query else None))
@@ -139,6 +143,9 @@ def evaluate(retriever: Retriever, cases: list[dict], window: float, stride: flo
             for key, value in result.items():
                 totals[kind][key] += value
             totals[kind]["queries"] += 1
+            if text in case["variant_of"]:
+                by_variant[case["variant_of"][text]]["queries"] += 1
+                by_variant[case["variant_of"][text]]["fp"] += result["fp"]
     tp = sum(t["tp"] for t in totals.values())
     fp = sum(t["fp"] for t in totals.values())
     found = totals["positive"]["found"]
@@ -151,7 +158,8 @@ def evaluate(retriever: Retriever, cases: list[dict], window: float, stride: flo
             "threshold_off": off, "precision": precision, "recall": recall,
             "precision_without_hard_negatives": tp / max(tp + easy_fp, 1),
             "f1": 2 * precision * recall / max(precision + recall, 1e-12), "tp": tp, "fp": fp,
-            "ignored": sum(t["ignored"] for t in totals.values()), "by_kind": totals}
+            "ignored": sum(t["ignored"] for t in totals.values()), "by_kind": totals,
+            "hard_negatives_by_variant": by_variant}
 
 
 def _print_result(result: dict) -> None:
@@ -163,6 +171,8 @@ def _print_result(result: dict) -> None:
         t = k[kind]
         extra = f", {t['found']}/{t['occurrences']} occurrences found" if kind == "positive" else ""
         print(f"  {kind:13s} {t['queries']:4d} queries: {t['tp']} true, {t['fp']} false alerts{extra}")
+    print("  hard-negative false alerts by what the query changes: " + ", ".join(
+        f"{c} {v['fp']} ({v['queries']} queries)" for c, v in result["hard_negatives_by_variant"].items()))
 
 
 def main(argv=None) -> int:

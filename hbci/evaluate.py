@@ -23,14 +23,11 @@ import torch
 from hbci.data import ClipSet, frames_to_tensor, tokenize
 from hbci.metrics import dual_softmax, format_metrics, multi_caption_metrics
 from hbci.model import HBCI
+from hbci.synth import VARIANT_CLASSES, variant_class
 
 __all__ = ["encode_videos", "encode_texts", "score_all", "evaluate", "synth_meta", "variant_accuracy",
            "VARIANT_CLASSES", "main"]
 
-VARIANT_CLASSES = ("left/right", "up/down", "grow/shrink", "appear/disappear", "event order", "colour swap")
-_REVERSE_CLASS = {"move_left": "left/right", "move_right": "left/right", "move_up": "up/down",
-                  "move_down": "up/down", "grow": "grow/shrink", "shrink": "grow/shrink",
-                  "appear": "appear/disappear", "disappear": "appear/disappear"}
 
 
 def _cat(packs: list[dict]) -> dict:
@@ -97,11 +94,7 @@ def variant_accuracy(sim: np.ndarray, owners: np.ndarray, clips: ClipSet, meta: 
         base = where.get((group, "base"))
         if label == "base" or base is None:
             continue
-        if label.startswith("reverse_"):
-            kind = entries[base]["events"][int(label.split("_")[1])]["kind"]
-            name = _REVERSE_CLASS[kind]
-        else:
-            name = "event order" if label == "swap_order" else "colour swap"
+        name = variant_class(label, [e["kind"] for e in entries[base]["events"]])
         for own, other in ((base, i), (i, base)):
             hits[name] += [bool(sim[c, own] > sim[c, other]) for c in captions_of[own]]
     hits["direction"] = hits["left/right"] + hits["up/down"]

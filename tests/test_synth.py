@@ -119,6 +119,10 @@ def test_variants_are_hard_negatives():
     assert synth.describe(labelled["swap_order"]) == synth.describe(spec)[::-1]
     assert synth.describe(labelled["swap_colours"]) == (("blue", "circle", "move_left"), ("red", "square", "grow"))
     assert len({synth.describe(s) for s in [spec, *labelled.values()]}) == 5
+    kinds = [e.kind for e in spec.events]
+    assert {label: synth.variant_class(label, kinds) for label in labelled} == {
+        "reverse_0": "left/right", "reverse_1": "grow/shrink", "swap_order": "event order",
+        "swap_colours": "colour swap"}
 
 
 def _meta_groups(out: Path, split: str) -> dict[str, list[dict]]:

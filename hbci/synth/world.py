@@ -20,7 +20,7 @@ from hbci.synth.look import HELD_OUT_FAMILIES, TRAIN_FAMILIES, Look, random_look
 __all__ = [
     "COLOURS", "SHAPES", "KINDS", "REVERSE", "EASES", "SceneObject", "Event", "ClipSpec", "World", "CLASSIC",
     "WIDE", "HELD_OUT", "WORLDS", "random_spec", "idle_spec", "variants", "labelled_variants", "describe",
-    "event_frames", "clip_states", "spec_to_dict", "spec_from_dict", "check_spec",
+    "event_frames", "clip_states", "spec_to_dict", "spec_from_dict", "check_spec", "VARIANT_CLASSES", "variant_class",
 ]
 
 # RGB; saturated and far apart so they survive mp4v's 4:2:0 chroma at 64 px and a 32 px downscale.
@@ -310,6 +310,21 @@ def labelled_variants(spec: ClipSpec) -> list[tuple[str, ClipSpec]]:
         a, b = spec.objects
         out.append(("swap_colours", replace(spec, objects=(replace(a, colour=b.colour), replace(b, colour=a.colour)))))
     return out
+
+
+# What a hard negative changes, as evaluation and the alert benchmark report it.
+VARIANT_CLASSES: tuple[str, ...] = ("left/right", "up/down", "grow/shrink", "appear/disappear", "event order",
+                                    "colour swap")
+_REVERSE_CLASS = {"move_left": "left/right", "move_right": "left/right", "move_up": "up/down",
+                  "move_down": "up/down", "grow": "grow/shrink", "shrink": "grow/shrink",
+                  "appear": "appear/disappear", "disappear": "appear/disappear"}
+
+
+def variant_class(label: str, kinds: list[str] | tuple[str, ...]) -> str:
+    """The class (VARIANT_CLASSES) of a `labelled_variants` label; kinds: the base clip's event kinds in order."""
+    if label.startswith("reverse_"):
+        return _REVERSE_CLASS[kinds[int(label.split("_")[1])]]
+    return {"swap_order": "event order", "swap_colours": "colour swap"}[label]
 
 
 def variants(spec: ClipSpec) -> list[ClipSpec]:
