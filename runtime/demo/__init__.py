@@ -24,9 +24,9 @@ __all__ = ["BUNDLE_DIR", "DEMO_QUERIES", "KnownClip", "cache_dir", "demo_segment
 
 BUNDLE_DIR = Path(__file__).resolve().parent / "bundle"
 # The first query happens twice in the demo stream; the second, a near miss of the green triangle's clip (another
-# shape), never does. The demo model tells colours and shapes apart well but motion direction poorly ("a blue
-# square shrinks" fires on a growing blue square), and it matches static shapes to motion queries about them, so
-# the idle filler's random shapes matter: the seed gives filler without the queries' objects.
+# shape), never does. The shipped demo model tells motion directions apart but shapes less well: over the
+# triangle's clip it ranks the near miss below the true caption yet above its threshold, so the demo shows that
+# one false alert (README, "the demo"). The seed gives idle filler without the queries' objects.
 DEMO_QUERIES = ("a red circle moves left", "a green square moves up")
 _FPS, _SIZE, _SEED = 8.0, 64, 2028
 _VERSION = 1
