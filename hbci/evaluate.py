@@ -8,6 +8,10 @@ On the synthetic benchmark (a meta.json beside the CSVs), a per-variant breakdow
 hard-negative variants in the split (same objects, one thing changed), how often a caption scores its own clip
 above the other, both ways (ties count as wrong; chance 50%), by what the variant changed: left/right, up/down
 (a move reversed), grow/shrink, appear/disappear, event order, colour swap.
+
+`--against OTHER` compares two models on the same queries: the R@1 difference with its paired standard error
+(queries both models get right or wrong add nothing), the figure behind "beats X by more than two standard
+errors"; the standard error of each rate alone treats the two as independent samples and overstates it.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import numpy as np
 import torch
 
 from hbci.data import ClipSet, frames_to_tensor, tokenize
-from hbci.metrics import dual_softmax, format_metrics, multi_caption_metrics
+from hbci.metrics import dual_softmax, format_metrics, multi_caption_metrics, multi_caption_ranks, paired_difference
 from hbci.model import HBCI
 from hbci.synth import VARIANT_CLASSES, variant_class
 
-__all__ = ["encode_videos", "encode_texts", "score_all", "evaluate", "synth_meta", "variant_accuracy",
+__all__ = ["encode_videos", "encode_texts", "score_all", "evaluate", "compare", "synth_meta", "variant_accuracy",
            "VARIANT_CLASSES", "main"]
 
 
@@ -119,6 +123,26 @@ def evaluate(model: HBCI, clips: ClipSet, batch_size: int = 128, meta: dict[str,
     return result
 
 
+def compare(model: HBCI, other: HBCI, clips: ClipSet, batch_size: int = 128) -> dict:
+    """Two models on the same clips and captions: per direction, their R@1 and its paired difference
+    (`hbci.metrics.paired_difference`, model minus other)."""
+    texts, owners = clips.captions()
+    ranked = []
+    for m in (model, other):
+        m.eval()
+        sim, _ = score_all(m, encode_texts(m, texts, batch_size), encode_videos(m, clips, batch_size))
+        ranked.append(multi_caption_ranks(sim, owners))
+    return {direction: paired_difference(ranked[0][i], ranked[1][i]) for i, direction in enumerate(("t2v", "v2t"))}
+
+
+def compare_report(result: dict) -> str:
+    return "\n".join(
+        f"{d}  R@1 {r['R@1 a']:.1f} against {r['R@1 b']:.1f}: {r['difference']:+.1f} points, paired standard error "
+        f"{r['se_paired']:.2f} ({abs(r['difference']) / max(r['se_paired'], 1e-9):.1f} SE; as independent samples "
+        f"{r['se_independent']:.2f}); right only with this model on {r['a_only']} queries, only with the other "
+        f"on {r['b_only']} (n={r['n']})" for d, r in result.items())
+
+
 def report(result: dict) -> str:
     lines = [f"t2v  {format_metrics(result['t2v'])}", f"v2t  {format_metrics(result['v2t'])}",
              f"(DSL, test-time normalisation, reported separately) t2v {format_metrics(result['dsl']['t2v'])}"]
@@ -135,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     from hbci.checkpoint import load_model
     from hbci.config import DataConfig
     from hbci.data import load_clipset
-    from hbci.runtime.errors import ExitCode, HbciError, exit_code, exit_codes_epilog
+    from hbci.runtime.errors import ConfigError, ExitCode, HbciError, exit_code, exit_codes_epilog
 
     parser = argparse.ArgumentParser(prog="hbci-eval", description=__doc__.splitlines()[0],
                                      epilog=exit_codes_epilog((ExitCode.OK, ExitCode.INTERNAL, ExitCode.USAGE)),
@@ -147,16 +171,28 @@ def main(argv: list[str] | None = None) -> int:
                         help="split to evaluate (repeatable; default: test, and heldout beside it when the data "
                              "has a heldout.csv)")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--against", metavar="CHECKPOINT",
+                        help="also compare with this model on the same queries: R@1 difference and its paired "
+                             "standard error")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = parser.parse_args(argv)
     data = DataConfig(dataset=args.dataset, root=args.data)
     splits = args.split or ["test"] + (["heldout"] if (Path(args.data) / "heldout.csv").is_file() else [])
     try:
         model, _, _ = load_model(args.checkpoint)
+        other = load_model(args.against)[0] if args.against else None
+        if other is not None and (other.config.num_frames, other.image_size) != (model.config.num_frames,
+                                                                                   model.image_size):
+            raise ConfigError(f"--against {args.against} takes {other.config.num_frames} frames of "
+                              f"{other.image_size} px, {args.checkpoint} {model.config.num_frames} of "
+                              f"{model.image_size}: they cannot be compared on the same clips")
         results = {}
         for split in splits:
             clips = load_clipset(data, split, model.config.num_frames, model.image_size)
             results[split] = evaluate(model, clips, args.batch_size, synth_meta(data, split), args.data)
+            if other is not None:
+                results[split]["against"] = {"checkpoint": args.against,
+                                             **compare(model, other, clips, args.batch_size)}
     except HbciError as exc:
         print(f"hbci-eval: error: {exc}", file=sys.stderr)
         return exit_code(exc)
@@ -166,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     for split, result in results.items():
         print(f"{split}: {result['n_videos']} videos, {result['n_captions']} captions")
         print(report(result))
+        if "against" in result:
+            print(f"against {result['against']['checkpoint']}:")
+            print(compare_report({d: result["against"][d] for d in ("t2v", "v2t")}))
     return 0
 
 

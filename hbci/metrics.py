@@ -22,8 +22,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["TIE_POLICIES", "ranks", "summarize_ranks", "retrieval_metrics", "multi_caption_metrics", "dual_softmax",
-           "format_metrics"]
+__all__ = ["TIE_POLICIES", "ranks", "summarize_ranks", "retrieval_metrics", "multi_caption_ranks",
+           "multi_caption_metrics", "paired_difference", "dual_softmax", "format_metrics"]
 
 TIE_POLICIES = ("pessimistic", "optimistic")
 _RECALL_AT = (1, 5, 10)
@@ -119,7 +119,14 @@ def retrieval_metrics(sim: np.ndarray, ties: str = "pessimistic") -> dict:
 
 
 def multi_caption_metrics(sim: np.ndarray, caption_video: np.ndarray, ties: str = "pessimistic") -> dict:
-    """t2v and v2t metrics when a video may have several captions.
+    """t2v and v2t metrics when a video may have several captions (the ranks of `multi_caption_ranks`)."""
+    t2v, v2t = multi_caption_ranks(sim, caption_video, ties)
+    return {"t2v": summarize_ranks(t2v), "v2t": summarize_ranks(v2t)}
+
+
+def multi_caption_ranks(sim: np.ndarray, caption_video: np.ndarray,
+                        ties: str = "pessimistic") -> tuple[np.ndarray, np.ndarray]:
+    """Per-query ranks (t2v [n_captions], v2t [n_videos]) when a video may have several captions.
 
     `sim` is [n_captions, n_videos]; `caption_video[c]` is the video of caption c. Every video needs at least one
     caption (a video without one cannot be a v2t query; ValueError).
@@ -130,8 +137,7 @@ def multi_caption_metrics(sim: np.ndarray, caption_video: np.ndarray, ties: str 
       > optimistic). Its other captions are not competitors: two of its own captions tied at the top do not
       push it down. This is the minimum over its captions of their rank among the other videos' captions.
 
-    With one caption per video and caption i -> video i this equals ``retrieval_metrics(sim)`` (t2v) and
-    ``retrieval_metrics(sim.T)`` (v2t).
+    With one caption per video and caption i -> video i these are ``ranks(sim)`` (t2v) and ``ranks(sim.T)`` (v2t).
     """
     _check_ties(ties)
     sim = _as_scores(sim)
@@ -142,15 +148,34 @@ def multi_caption_metrics(sim: np.ndarray, caption_video: np.ndarray, ties: str 
         missing = np.flatnonzero(captions_per_video == 0)
         raise ValueError(f"{missing.size} video(s) have no caption (first: {missing[:5].tolist()})")
 
-    t2v = summarize_ranks(ranks(sim, owner, ties))
+    t2v = ranks(sim, owner, ties)
 
     by_video = sim.T  # [n_videos, n_captions]: video v's scores against every caption
     # Best own-caption score per video (every video has one, so the -inf start is always replaced).
     best = np.full(n_videos, -np.inf, dtype=np.float64)
     np.maximum.at(best, owner, sim[np.arange(n_captions), owner])
     beaten_by = _count_better(by_video, best, ties, exclude=owner)
-    v2t = summarize_ranks(beaten_by + 1)
-    return {"t2v": t2v, "v2t": v2t}
+    return t2v, beaten_by + 1
+
+
+def paired_difference(ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 1) -> dict:
+    """R@k of two models on the same queries, their difference (a - b, points) and its standard error.
+
+    The paired standard error comes from the per-query differences of the hit indicators: queries both models
+    get right or both get wrong add nothing, so it is smaller than `se_independent` (the two rates' binomial
+    errors combined as if measured on separate queries) whenever the models agree on most queries. `a_only` /
+    `b_only`: queries only one of them gets right (McNemar's discordant pairs)."""
+    a, b = np.asarray(ranks_a), np.asarray(ranks_b)
+    if a.shape != b.shape or a.ndim != 1 or a.size < 2:
+        raise ValueError(f"need two 1-D rank arrays over the same >= 2 queries, got shapes {a.shape} and {b.shape}")
+    hit_a, hit_b = (a <= k).astype(np.float64), (b <= k).astype(np.float64)
+    n = a.size
+    pa, pb = hit_a.mean(), hit_b.mean()
+    return {f"R@{k} a": float(100 * pa), f"R@{k} b": float(100 * pb), "difference": float(100 * (pa - pb)),
+            "se_paired": float(100 * np.std(hit_a - hit_b, ddof=1) / np.sqrt(n)),
+            "se_independent": float(100 * np.sqrt((pa * (1 - pa) + pb * (1 - pb)) / n)),
+            "a_only": int(((hit_a == 1) & (hit_b == 0)).sum()), "b_only": int(((hit_a == 0) & (hit_b == 1)).sum()),
+            "n": int(n)}
 
 
 def dual_softmax(sim: np.ndarray, temperature: float = 100.0, axis: int = 0) -> np.ndarray:

@@ -285,3 +285,29 @@ def test_format_metrics_one_line():
     assert format_metrics(m) == "R@1 100.0 R@5 100.0 R@10 100.0 MdR 1.0 MnR 1.0 (n=3)"
     both = format_metrics(multi_caption_metrics(np.eye(3), [0, 1, 2]))
     assert both.startswith("t2v: R@1 100.0") and " | v2t: R@1 100.0" in both and "\n" not in both
+
+
+def test_paired_difference_by_hand():
+    from hbci.metrics import paired_difference
+
+    r = paired_difference(np.array([1, 1, 2, 1]), np.array([1, 2, 1, 3]))
+    # hits 1,1,0,1 against 1,0,1,0: differences 0, 1, -1, 1 (mean 0.25, sample std sqrt(11/12))
+    assert r["R@1 a"] == 75.0 and r["R@1 b"] == 50.0 and r["difference"] == 25.0
+    assert r["se_paired"] == pytest.approx(100 * np.sqrt(11 / 12) / 2)
+    assert r["se_independent"] == pytest.approx(100 * np.sqrt((0.75 * 0.25 + 0.5 * 0.5) / 4))
+    assert (r["a_only"], r["b_only"], r["n"]) == (2, 1, 4)
+
+
+def test_paired_error_is_small_when_models_agree_and_zero_for_one_model():
+    from hbci.metrics import paired_difference
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(1, 4, 500)
+    b = a.copy()
+    b[:20] = np.where(b[:20] == 1, 2, 1)  # the models disagree on 20 of 500 queries
+    r = paired_difference(a, b)
+    assert r["se_paired"] < r["se_independent"] / 3
+    same = paired_difference(a, a)
+    assert same["difference"] == same["se_paired"] == same["a_only"] == same["b_only"] == 0
+    with pytest.raises(ValueError, match="same"):
+        paired_difference(a, a[:-1])

@@ -1,5 +1,6 @@
 """Training and evaluation CLIs end to end on a tiny synthetic split: logs, checkpoints, resume, determinism."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -90,6 +91,36 @@ def test_eval_cli_prints_both_directions(synth, tmp_path, capsys):
     assert eval_main([str(out / "final.pt"), "--data", str(synth), "--split", "test"]) == 0
     printed = capsys.readouterr().out
     assert "t2v" in printed and "v2t" in printed and "R@1" in printed and "DSL" in printed
+
+
+def test_eval_against_compares_on_the_same_queries(synth, tmp_path, tiny_checkpoint, capsys):
+    out = tmp_path / "e"
+    assert run_train(synth, out, "train.epochs=1") == 0
+    capsys.readouterr()
+    args = [str(out / "final.pt"), "--data", str(synth), "--split", "test", "--json"]
+    assert eval_main([*args, "--against", str(out / "final.pt")]) == 0
+    same = json.loads(capsys.readouterr().out)["against"]["t2v"]
+    assert same["difference"] == same["se_paired"] == same["a_only"] == same["b_only"] == 0
+    assert eval_main([*args, "--against", str(tiny_checkpoint)]) == 0  # a random model of the same shape
+    result = json.loads(capsys.readouterr().out)
+    for direction in ("t2v", "v2t"):
+        r = result["against"][direction]
+        assert r["R@1 a"] == pytest.approx(result[direction]["R@1"])
+        assert r["difference"] == pytest.approx(r["R@1 a"] - r["R@1 b"])
+        assert (r["a_only"] - r["b_only"]) == pytest.approx(r["difference"] * r["n"] / 100)
+
+
+def test_eval_against_a_model_of_other_frames_is_a_clear_error(synth, tmp_path, tiny_checkpoint, capsys):
+    from hbci.checkpoint import load_model, save_checkpoint
+    from hbci.model import HBCI
+
+    _, experiment, _ = load_model(tiny_checkpoint)
+    config = dataclasses.replace(experiment.model, num_frames=2)
+    save_checkpoint(tmp_path / "two.pt", dataclasses.replace(experiment, model=config), HBCI(config))
+    code = eval_main([str(tiny_checkpoint), "--data", str(synth), "--split", "test", "--against",
+                      str(tmp_path / "two.pt")])
+    assert code == 2
+    assert "cannot be compared" in capsys.readouterr().err
 
 
 def test_eval_cli_on_a_missing_checkpoint_is_a_clear_error(tmp_path):
