@@ -1,4 +1,5 @@
-"""Where a model loses the direction of a move: text and video probes for the left/right and up/down pairs.
+"""Where a model loses the direction of a move: text and video probes for the left/right and up/down pairs, and a
+text probe for the order of two events.
 
     python benchmarks/probe_direction.py --checkpoint runs/small/best.pt --data data/synth [--split test]
     python benchmarks/probe_direction.py --backbone data/synth/backbone.pt --data data/synth
@@ -11,7 +12,9 @@ prints, per direction pair:
 * frames: over the split's single-move clips of each axis, the change of the backbone's frame feature from the
   first to the last frame, relative to the mean frame-feature norm (how much the picture the model sees moves);
 * with --checkpoint only, video: the cosine of a clip's global video embedding and that of its own frames played
-  backwards (1.0: the model cannot tell the clip from its reversal).
+  backwards (1.0: the model cannot tell the clip from its reversal);
+* text, event order: the cosine of "X, then Y" and "Y, then X" (and three other clause orders of training's
+  templates) over pairs of events (1.0: the text side cannot tell the order of two events).
 
 A diagnosis, not a gate: the README quotes it for the trained model and its backbone. Needs torch.
 """
@@ -28,6 +31,21 @@ import torch
 PAIRS = (("moves left", "moves right"), ("moves up", "moves down"))
 AXIS_OF = {"move_left": "left/right", "move_right": "left/right", "move_up": "up/down", "move_down": "up/down"}
 NOUNS = [f"{c} {s}" for c in ("red", "blue", "green") for s in ("circle", "square", "triangle")]
+
+
+ORDER_TEMPLATES = ("{a}, then {b}", "{a} before {b}", "{b} after {a}", "first {a}, then {b}")
+_EVENTS = ("a red circle moves left", "a blue square grows", "a green triangle moves up", "a red square appears")
+
+
+def order_text_cosines(encode) -> dict[str, float]:
+    """Per template, the mean cosine of a two-event caption and the same caption with the events swapped."""
+    pairs = [(a, b) for a in _EVENTS for b in _EVENTS if a != b]
+    out = {}
+    for template in ORDER_TEMPLATES:
+        ea = encode([template.format(a=a, b=b) for a, b in pairs])
+        eb = encode([template.format(a=b, b=a) for a, b in pairs])
+        out[template] = round(float((ea * eb).sum(-1).mean()), 3)
+    return out
 
 
 def text_cosines(encode) -> dict[str, float]:
@@ -109,10 +127,13 @@ def main(argv=None) -> int:
 
     with torch.no_grad():
         result = {"source": args.checkpoint or args.backbone, "text_cosine": text_cosines(encode),
+                  "order_text_cosine": order_text_cosines(encode),
                   "split": args.split, "axes": probe(clip, Path(args.data), args.split, num_frames, image_size, model)}
     print(f"{result['source']} ({args.split} split of {args.data})")
     for pair, cos in result["text_cosine"].items():
         print(f"  text cosine {pair:26s} {cos:.3f}")
+    for template, cos in result["order_text_cosine"].items():
+        print(f"  text cosine, events swapped in {template!r}: {cos:.3f}")
     for axis, r in result["axes"].items():
         line = f"  {axis:10s} {r['clips']:3d} single-move clips: frame change first->last {r['frame_change']}"
         if r["cos_clip_reversed"] is not None:

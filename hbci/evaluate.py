@@ -109,16 +109,22 @@ def variant_accuracy(sim: np.ndarray, owners: np.ndarray, clips: ClipSet, meta: 
 def evaluate(model: HBCI, clips: ClipSet, batch_size: int = 128, meta: dict[str, dict] | None = None,
              root: str | Path | None = None) -> dict:
     """Retrieval metrics of a clip set; with a synthetic split's meta (`synth_meta`) and its data root, also the
-    per-variant breakdown (`variant_accuracy`)."""
+    per-variant breakdown (`variant_accuracy`), for the fused score and for each level alone."""
     model.eval()
     texts, owners = clips.captions()
     sim, levels = score_all(model, encode_texts(model, texts, batch_size), encode_videos(model, clips, batch_size))
-    result = multi_caption_metrics(sim, owners)
-    if meta is not None and root is not None:
-        result["variants"] = variant_accuracy(sim, owners, clips, meta, root)
+    with_variants = meta is not None and root is not None
+
+    def metrics(scores: np.ndarray) -> dict:
+        result = multi_caption_metrics(scores, owners)
+        if with_variants:
+            result["variants"] = variant_accuracy(scores, owners, clips, meta, root)
+        return result
+
+    result = metrics(sim)
     result["dsl"] = multi_caption_metrics(dual_softmax(sim), owners)
     if len(levels) > 1:
-        result["levels"] = {str(lv): multi_caption_metrics(s, owners) for lv, s in levels.items()}
+        result["levels"] = {str(lv): metrics(s) for lv, s in levels.items()}
     result["n_videos"], result["n_captions"] = len(clips), len(texts)
     return result
 
@@ -147,7 +153,11 @@ def report(result: dict) -> str:
     lines = [f"t2v  {format_metrics(result['t2v'])}", f"v2t  {format_metrics(result['v2t'])}",
              f"(DSL, test-time normalisation, reported separately) t2v {format_metrics(result['dsl']['t2v'])}"]
     for level, res in result.get("levels", {}).items():
-        lines.append(f"(level {level} alone) t2v {format_metrics(res['t2v'])}")
+        line = f"(level {level} alone) t2v {format_metrics(res['t2v'])}"
+        if "variants" in res:
+            line += "; hard negatives " + ", ".join(f"{name} {v['accuracy']:.1f}%" for name, v in res["variants"].items()
+                                                    if v["accuracy"] is not None and name != "direction")
+        lines.append(line)
     if "variants" in result:
         shown = [f"{name} {v['accuracy']:.1f}% (n={v['n']})" for name, v in result["variants"].items()
                  if v["accuracy"] is not None]

@@ -31,6 +31,24 @@ def test_text_cosines_read_one_sentence_as_one_and_opposites_apart():
     assert all(v == pytest.approx(-1.0) for v in opposite.values())
 
 
+def test_order_cosines_read_swapped_events_apart_only_when_the_encoder_does():
+    import torch
+
+    probe = _probe_module()
+    same = probe.order_text_cosines(lambda texts: torch.ones(len(texts), 4) / 2)
+    assert set(same) == set(probe.ORDER_TEMPLATES) and all(v == pytest.approx(1.0) for v in same.values())
+
+    def first_event(texts):  # +1 when the temporally first event is the circle's, else -1 (reads "after" right)
+        def first(t):
+            if " after " in t:
+                return t.split(" after ")[1]
+            return t.removeprefix("first ")
+        return torch.tensor([[1.0 if first(t).startswith("a red circle") else -1.0, 1.0] for t in texts]) / 2 ** 0.5
+
+    told = probe.order_text_cosines(first_event)
+    assert all(v < 0.75 for v in told.values())  # pairs with the circle first or last are told apart
+
+
 def test_probe_reports_every_single_move_clip_under_its_axis(tmp_path, tiny_checkpoint):
     from hbci.synth import generate
 
@@ -52,3 +70,4 @@ def test_probe_reports_every_single_move_clip_under_its_axis(tmp_path, tiny_chec
         if r["clips"]:
             assert r["frame_change"] > 0 and -1.0 <= r["cos_clip_reversed"] <= 1.0 + 1e-6
     assert all(-1.0 <= c <= 1.0 + 1e-6 and np.isfinite(c) for c in result["text_cosine"].values())
+    assert all(-1.0 <= c <= 1.0 + 1e-6 and np.isfinite(c) for c in result["order_text_cosine"].values())
