@@ -33,7 +33,6 @@ __all__ = ["encode_videos", "encode_texts", "score_all", "evaluate", "compare", 
            "VARIANT_CLASSES", "main"]
 
 
-
 def _cat(packs: list[dict]) -> dict:
     return {k: torch.cat([p[k] for p in packs]) for k in packs[0]}
 
