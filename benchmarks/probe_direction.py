@@ -28,10 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-PAIRS = (("moves left", "moves right"), ("moves up", "moves down"))
-AXIS_OF = {"move_left": "left/right", "move_right": "left/right", "move_up": "up/down", "move_down": "up/down"}
-NOUNS = [f"{c} {s}" for c in ("red", "blue", "green") for s in ("circle", "square", "triangle")]
+from hbci.synth import KINDS, variant_class
 
+PAIRS = (("moves left", "moves right"), ("moves up", "moves down"))
+# A move kind's axis is the class of its reversal, as evaluation counts it.
+AXIS_OF = {kind: variant_class("reverse_0", [kind]) for kind in KINDS if kind.startswith("move_")}
+NOUNS = [f"{c} {s}" for c in ("red", "blue", "green") for s in ("circle", "square", "triangle")]
 
 ORDER_TEMPLATES = ("{a}, then {b}", "{a} before {b}", "{b} after {a}", "first {a}, then {b}")
 _EVENTS = ("a red circle moves left", "a blue square grows", "a green triangle moves up", "a red square appears")
@@ -105,7 +107,6 @@ def main(argv=None) -> int:
     from hbci.backbone import config_image_size, create_backbone
     from hbci.data import tokenize
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.checkpoint:
         from hbci.checkpoint import load_model
 

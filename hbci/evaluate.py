@@ -29,7 +29,7 @@ from hbci.metrics import dual_softmax, format_metrics, multi_caption_metrics, mu
 from hbci.model import HBCI
 from hbci.synth import VARIANT_CLASSES, variant_class
 
-__all__ = ["encode_videos", "encode_texts", "score_all", "evaluate", "compare", "synth_meta", "variant_accuracy",
+__all__ = ["encode_videos", "encode_texts", "score_all", "evaluate", "synth_meta", "variant_accuracy",
            "VARIANT_CLASSES", "main"]
 
 
@@ -105,13 +105,19 @@ def variant_accuracy(sim: np.ndarray, owners: np.ndarray, clips: ClipSet, meta: 
             for name, h in hits.items()}
 
 
-def evaluate(model: HBCI, clips: ClipSet, batch_size: int = 128, meta: dict[str, dict] | None = None,
-             root: str | Path | None = None) -> dict:
-    """Retrieval metrics of a clip set; with a synthetic split's meta (`synth_meta`) and its data root, also the
-    per-variant breakdown (`variant_accuracy`), for the fused score and for each level alone."""
+def _similarities(model: HBCI, clips: ClipSet, texts: list[str], batch_size: int):
     model.eval()
+    return score_all(model, encode_texts(model, texts, batch_size), encode_videos(model, clips, batch_size))
+
+
+def evaluate(model: HBCI, clips: ClipSet, batch_size: int = 128, meta: dict[str, dict] | None = None,
+             root: str | Path | None = None, against: HBCI | None = None) -> dict:
+    """Retrieval metrics of a clip set; with a synthetic split's meta (`synth_meta`) and its data root, also the
+    per-variant breakdown (`variant_accuracy`), for the fused score and for each level alone. With `against`
+    (another model taking the same clips), "against": per direction the paired R@1 difference, model minus it
+    (`hbci.metrics.paired_difference`)."""
     texts, owners = clips.captions()
-    sim, levels = score_all(model, encode_texts(model, texts, batch_size), encode_videos(model, clips, batch_size))
+    sim, levels = _similarities(model, clips, texts, batch_size)
     with_variants = meta is not None and root is not None
 
     def metrics(scores: np.ndarray) -> dict:
@@ -125,22 +131,14 @@ def evaluate(model: HBCI, clips: ClipSet, batch_size: int = 128, meta: dict[str,
     if len(levels) > 1:
         result["levels"] = {str(lv): metrics(s) for lv, s in levels.items()}
     result["n_videos"], result["n_captions"] = len(clips), len(texts)
+    if against is not None:
+        ours = multi_caption_ranks(sim, owners)
+        theirs = multi_caption_ranks(_similarities(against, clips, texts, batch_size)[0], owners)
+        result["against"] = {d: paired_difference(ours[i], theirs[i]) for i, d in enumerate(("t2v", "v2t"))}
     return result
 
 
-def compare(model: HBCI, other: HBCI, clips: ClipSet, batch_size: int = 128) -> dict:
-    """Two models on the same clips and captions: per direction, their R@1 and its paired difference
-    (`hbci.metrics.paired_difference`, model minus other)."""
-    texts, owners = clips.captions()
-    ranked = []
-    for m in (model, other):
-        m.eval()
-        sim, _ = score_all(m, encode_texts(m, texts, batch_size), encode_videos(m, clips, batch_size))
-        ranked.append(multi_caption_ranks(sim, owners))
-    return {direction: paired_difference(ranked[0][i], ranked[1][i]) for i, direction in enumerate(("t2v", "v2t"))}
-
-
-def compare_report(result: dict) -> str:
+def against_report(result: dict) -> str:
     return "\n".join(
         f"{d}  R@1 {r['R@1 a']:.1f} against {r['R@1 b']:.1f}: {r['difference']:+.1f} points, paired standard error "
         f"{r['se_paired']:.2f} ({abs(r['difference']) / max(r['se_paired'], 1e-9):.1f} SE; as independent samples "
@@ -154,7 +152,8 @@ def report(result: dict) -> str:
     for level, res in result.get("levels", {}).items():
         line = f"(level {level} alone) t2v {format_metrics(res['t2v'])}"
         if "variants" in res:
-            line += "; hard negatives " + ", ".join(f"{name} {v['accuracy']:.1f}%" for name, v in res["variants"].items()
+            line += "; hard negatives " + ", ".join(f"{name} {v['accuracy']:.1f}%" for name, v in
+                                                    res["variants"].items()
                                                     if v["accuracy"] is not None and name != "direction")
         lines.append(line)
     if "variants" in result:
@@ -198,10 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         for split in splits:
             clips = load_clipset(data, split, model.config.num_frames, model.image_size)
-            results[split] = evaluate(model, clips, args.batch_size, synth_meta(data, split), args.data)
+            results[split] = evaluate(model, clips, args.batch_size, synth_meta(data, split), args.data, other)
             if other is not None:
-                results[split]["against"] = {"checkpoint": args.against,
-                                             **compare(model, other, clips, args.batch_size)}
+                results[split]["against"]["checkpoint"] = args.against
     except HbciError as exc:
         print(f"hbci-eval: error: {exc}", file=sys.stderr)
         return exit_code(exc)
@@ -213,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report(result))
         if "against" in result:
             print(f"against {result['against']['checkpoint']}:")
-            print(compare_report({d: result["against"][d] for d in ("t2v", "v2t")}))
+            print(against_report({d: result["against"][d] for d in ("t2v", "v2t")}))
     return 0
 
 

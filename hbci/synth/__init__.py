@@ -27,7 +27,8 @@ __all__ = [
     "COLOURS", "SHAPES", "KINDS", "REVERSE", "EASES", "SceneObject", "Event", "ClipSpec", "World", "CLASSIC",
     "WIDE", "HELD_OUT", "WORLDS", "Look", "TRAIN_FAMILIES", "HELD_OUT_FAMILIES", "StreamEvent", "StreamSegment",
     "random_spec", "idle_spec", "random_look", "variants", "labelled_variants", "VARIANT_CLASSES", "variant_class",
-    "describe", "event_frames", "clip_states", "check_spec", "background", "camera_offsets", "render_clip", "object_colour", "SHAPE_WORDS",
+    "describe", "event_frames", "clip_states", "check_spec", "background", "camera_offsets", "render_clip",
+    "object_colour", "SHAPE_WORDS",
     "PHRASINGS", "Phrasing", "noun", "caption", "parse_caption", "spec_to_dict", "spec_from_dict", "write_video",
     "SPLITS", "TRAIN_COLUMNS", "generate", "make_stream", "main",
 ]

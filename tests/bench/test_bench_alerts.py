@@ -1,26 +1,16 @@
 """benchmarks/bench_alerts.py: every hard-negative query of a stream is filed under what it changes, and the
 per-variant false-alert counts add up to the hard-negative total."""
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
 from hbci.synth import VARIANT_CLASSES
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("bench_alerts", ROOT / "benchmarks" / "bench_alerts.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_hard_negatives_are_filed_by_variant_and_counted(tmp_path):
-    bench = _bench_module()
+def test_hard_negatives_are_filed_by_variant_and_counted(tmp_path, benchmark_script):
+    bench = benchmark_script("bench_alerts")
     path, known, queries, variant_of = bench.stream_case(tmp_path, seed=5, index=0, clips=4, fps=8.0, size=32)
     hard = [q for q, kind in queries if kind == "hard_negative"]
     assert hard and sorted(variant_of) == sorted(hard)

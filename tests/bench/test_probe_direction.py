@@ -1,29 +1,19 @@
 """benchmarks/probe_direction.py, the README's direction diagnosis: its cosines behave as cosines (one sentence
 gives 1.0) and a run on a small synthetic split reports every single-move clip under its axis."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("torch", reason="the probe runs the torch model")
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def _probe_module():
-    spec = importlib.util.spec_from_file_location("probe_direction", ROOT / "benchmarks" / "probe_direction.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_text_cosines_read_one_sentence_as_one_and_opposites_apart():
+def test_text_cosines_read_one_sentence_as_one_and_opposites_apart(benchmark_script):
     import torch
 
-    probe = _probe_module()
+    probe = benchmark_script("probe_direction")
     same = probe.text_cosines(lambda texts: torch.ones(len(texts), 4) / 2)
     assert all(v == pytest.approx(1.0) for v in same.values())
     opposite = probe.text_cosines(lambda texts: torch.tensor(
@@ -31,10 +21,10 @@ def test_text_cosines_read_one_sentence_as_one_and_opposites_apart():
     assert all(v == pytest.approx(-1.0) for v in opposite.values())
 
 
-def test_order_cosines_read_swapped_events_apart_only_when_the_encoder_does():
+def test_order_cosines_read_swapped_events_apart_only_when_the_encoder_does(benchmark_script):
     import torch
 
-    probe = _probe_module()
+    probe = benchmark_script("probe_direction")
     same = probe.order_text_cosines(lambda texts: torch.ones(len(texts), 4) / 2)
     assert set(same) == set(probe.ORDER_TEMPLATES) and all(v == pytest.approx(1.0) for v in same.values())
 
@@ -49,10 +39,10 @@ def test_order_cosines_read_swapped_events_apart_only_when_the_encoder_does():
     assert all(v < 0.75 for v in told.values())  # pairs with the circle first or last are told apart
 
 
-def test_probe_reports_every_single_move_clip_under_its_axis(tmp_path, tiny_checkpoint):
+def test_probe_reports_every_single_move_clip_under_its_axis(tmp_path, tiny_checkpoint, benchmark_script):
     from hbci.synth import generate
 
-    probe = _probe_module()
+    probe = benchmark_script("probe_direction")
     data = tmp_path / "synth"
     generate(data, seed=3, n_train=0, n_val=0, n_test=60, frames=12, size=32)
     entries = json.loads((data / "meta.json").read_text())["splits"]["test"]
