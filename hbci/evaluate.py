@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -86,23 +87,46 @@ def synth_meta(data_cfg, split: str) -> dict[str, dict] | None:
 def variant_accuracy(sim: np.ndarray, owners: np.ndarray, clips: ClipSet, meta: dict[str, dict],
                      root: str | Path) -> dict:
     """Per variant class (VARIANT_CLASSES, and "direction" = left/right + up/down): the share (%) of (caption,
-    other member) pairs of base-variant pairs where the caption scores its own clip strictly higher, and n."""
+    other member) pairs of base-variant pairs where the caption scores its own clip strictly higher, and n.
+    Event order is also split by how the caption tells it (`ORDER_TELLINGS`): naming the events in the order
+    they happen ("X, then Y", "after X, Y") or the other way round ("Y after X", "before Y, X")."""
     root = Path(root).resolve()
     entries = [meta.get(Path(item.path).resolve().relative_to(root).as_posix()) if
                Path(item.path).resolve().is_relative_to(root) else None for item in clips.items]
     where = {(e["group"], e["variant"]): i for i, e in enumerate(entries) if e is not None}
+    texts = clips.captions()[0]
     captions_of = [np.flatnonzero(owners == i) for i in range(len(clips))]
-    hits: dict[str, list[bool]] = {c: [] for c in VARIANT_CLASSES}
+    hits: dict[str, list[bool]] = {c: [] for c in VARIANT_CLASSES + ORDER_TELLINGS}
     for (group, label), i in where.items():
         base = where.get((group, "base"))
         if label == "base" or base is None:
             continue
         name = variant_class(label, [e["kind"] for e in entries[base]["events"]])
         for own, other in ((base, i), (i, base)):
-            hits[name] += [bool(sim[c, own] > sim[c, other]) for c in captions_of[own]]
+            for c in captions_of[own]:
+                hit = bool(sim[c, own] > sim[c, other])
+                hits[name].append(hit)
+                if name == "event order":
+                    backwards = _names_later_event_first(texts[c], entries[own]["events"])
+                    if backwards is not None:
+                        hits[ORDER_TELLINGS[backwards]].append(hit)
     hits["direction"] = hits["left/right"] + hits["up/down"]
     return {name: {"accuracy": round(100 * float(np.mean(h)), 1) if h else None, "n": len(h)}
             for name, h in hits.items()}
+
+
+# Event order, split by whether the caption names the events in the order they happen.
+ORDER_TELLINGS: tuple[str, ...] = ("order told in order", "order told backwards")
+
+
+def _names_later_event_first(text: str, events: list[dict]) -> bool | None:
+    """Whether a two-event caption names the later event's object first (found by its colour word); None when
+    that cannot be told (not two events, the same colour twice, a colour not named)."""
+    colours = [e.get("colour") for e in events]
+    if len(colours) != 2 or None in colours or colours[0] == colours[1]:
+        return None
+    found = [re.search(rf"\b{re.escape(c)}\b", text.lower()) for c in colours]
+    return None if None in found else found[1].start() < found[0].start()
 
 
 def _similarities(model: HBCI, clips: ClipSet, texts: list[str], batch_size: int):

@@ -37,3 +37,25 @@ def test_variant_accuracy_counts_base_variant_pairs_both_ways(tmp_path):
     assert result["colour swap"] == {"accuracy": None, "n": 0}
     outside = ClipSet([VideoItem("x", Path("/elsewhere/x.mp4"), ("c",))], np.zeros((1, 1)), np.ones((1, 1), bool))
     assert variant_accuracy(np.eye(1), np.arange(1), outside, {}, tmp_path)["direction"]["n"] == 0
+
+
+def test_event_order_is_split_by_how_the_caption_tells_it(tmp_path):
+    """A caption naming the later event first ("Y after X") counts as told backwards; one whose colours cannot be
+    found is counted in the total only."""
+    def entry(video, variant, events):
+        return {"video": video, "group": "g", "variant": variant,
+                "events": [{"kind": k, "colour": c} for k, c in events]}
+
+    meta = [entry("v/0.mp4", "base", [("move_left", "red"), ("grow", "blue")]),
+            entry("v/1.mp4", "swap_order", [("grow", "blue"), ("move_left", "red")])]
+    captions = [("a red ball moves left, then a blue box grows", "a blue box grows after a red ball moves left",
+                 "something happens"),
+                ("a red ball moves left after a blue box grows",)]
+    items = [VideoItem(str(i), tmp_path / e["video"], c) for i, (e, c) in enumerate(zip(meta, captions))]
+    clips = ClipSet(items, np.zeros((2, 1)), np.ones((2, 1), bool))
+    owners = np.array([0, 0, 0, 1])
+    sim = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])  # only "blue ... after red ..." is wrong
+    result = variant_accuracy(sim, owners, clips, {e["video"]: e for e in meta}, tmp_path)
+    assert result["event order"] == {"accuracy": 75.0, "n": 4}
+    assert result["order told in order"] == {"accuracy": 100.0, "n": 1}
+    assert result["order told backwards"] == {"accuracy": 50.0, "n": 2}
