@@ -44,6 +44,7 @@ class ModelConfig:
     distill_temperature: float | None = None   # None: 1/logit_scale; 1.0 distils raw cosines (HBI)
     distill_stop_grad: bool = True       # False reproduces HBI (gradients reach the teacher level)
     temporal_negative_weight: float = 0.0  # weight of the loss against a window's time-reversed / order-swapped self
+    swapped_caption_negatives: bool = False  # with it, also against its caption's two clauses exchanged (text side)
 
     def __post_init__(self):
         checks = [

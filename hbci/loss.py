@@ -8,9 +8,13 @@ and on the fused score. This follows the time-order-reversed negatives of Bagad,
 Time: Instilling Video-Language Models with a Sense of Time" (CVPR 2023), with differences: the negative is the
 very window's frames reordered (features reused, so it costs the temporal layers and scorer, not the backbone),
 only the caption of that window is scored against it (never the in-batch captions: another clip's caption may
-describe the reversed frames, e.g. a "moves right" variant of a "moves left" clip), it is a separate two-way term
-beside InfoNCE rather than extra columns of it, and captions are not rewritten (in-batch hard-negative groups
-already bring the order-swapped captions).
+describe the reversed frames, e.g. a "moves right" variant of a "moves left" clip), and it is a separate two-way
+term beside InfoNCE rather than extra columns of it.
+
+With `model.swapped_caption_negatives`, the text side gets the same term, as in that paper: a two-event window
+is also scored against its own caption with the two clauses exchanged around the connective
+(`hbci.caption_order`), and asked to prefer its caption. Every word stays, so only the connective's meaning
+separates the two; in-batch captions of order-swapped clips use other sentence frames and rarely force that.
 """
 
 from __future__ import annotations
@@ -96,11 +100,12 @@ def _diagonal(x: torch.Tensor) -> torch.Tensor:
 
 
 def hbci_loss(model: HBCI, text: dict, video: dict,
-              negatives: dict[str, tuple[dict, torch.Tensor]] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+              negatives: dict[str, tuple[dict, dict, torch.Tensor]] | None = None
+              ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss for one batch of matched (text, video) packs, and its parts for logging.
 
-    negatives: {name: (video pack of the i-th window's temporal negative, valid [B] 0/1)}, used when
-    `temporal_negative_weight` > 0."""
+    negatives: {name: (text pack, video pack, valid [B] 0/1)} whose i-th pair is the i-th matched pair with one
+    side replaced by its temporal negative, used when `temporal_negative_weight` > 0."""
     cfg = model.config
     scale = model.logit_scale.clamp(max=4.6052).exp()  # CLIP's cap at 100
     sims, concepts = model.level_similarities(text, video, with_concepts=True)
@@ -122,11 +127,13 @@ def hbci_loss(model: HBCI, text: dict, video: dict,
     if cfg.temporal_negative_weight > 0 and negatives:
         keyed = dict(sims, fused=model.fuse(sims)) if len(sims) > 1 else dict(sims)
         terms, count = [], 0.0
-        for pack, valid in negatives.values():
-            neg = model.level_similarities(text, pack, paired=True)
+        for name, (text_side, video_side, valid) in negatives.items():
+            neg = model.level_similarities(text_side, video_side, paired=True)
             if len(neg) > 1:
                 neg["fused"] = model.fuse(neg)
-            terms += [temporal_negative_loss(keyed[k].diagonal(), neg[k], valid, scale) * valid.sum() for k in keyed]
+            own = torch.stack([temporal_negative_loss(keyed[k].diagonal(), neg[k], valid, scale) for k in keyed])
+            parts[f"temporal_{name}"] = own.mean().detach()  # logged only: which negatives are learnt
+            terms.append(own.sum() * valid.sum())
             count = count + valid.sum() * len(keyed)
         temporal = torch.stack(terms).sum() / count.clamp(min=1.0)
         parts["temporal"] = temporal

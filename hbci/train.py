@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hbci.caption_order import swap_event_order
 from hbci.checkpoint import save_checkpoint
 from hbci.config import ExperimentConfig, apply_overrides, config_from_dict, config_to_dict, load_config
 from hbci.distributed import (Distributed, broadcast_parameters, gather_packs, init_distributed,
@@ -95,14 +96,18 @@ def warmup_cosine(total_steps: int, warmup_fraction: float):
 
 def batch_loss(model: HBCI, ids: torch.Tensor, word_mask: torch.Tensor, frames: torch.Tensor,
                frame_mask: torch.Tensor, dist: Distributed = Distributed(), amp_dtype: torch.dtype | None = None,
-               reverse: torch.Tensor | None = None, cut: torch.Tensor | None = None):
+               reverse: torch.Tensor | None = None, cut: torch.Tensor | None = None,
+               swapped_captions: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
     """This process's slice of the global batch -> (loss over the global batch, its parts).
 
     reverse [b] (0/1) and cut [b] (see `hbci.data.WindowBatch`) give each window's temporal negatives, scored when
-    `temporal_negative_weight` > 0: its frames played backwards, and its frames [cut:] before [:cut]."""
+    `temporal_negative_weight` > 0: its frames played backwards, and its frames [cut:] before [:cut].
+    swapped_captions (ids [b, L], mask [b, L], valid [b] 0/1): each window's caption with its events told in the
+    other order (`hbci.caption_order`), scored against the window the same way."""
     with torch.autocast(dist.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         feats = model.frame_features(frames)
         video = model.video_pack(feats, frame_mask)
+        text = model.encode_text(ids, word_mask)
         kinds = {}
         if model.config.temporal_negative_weight > 0 and reverse is not None:
             kinds["reverse"] = (reversed_order(frame_mask), reverse)
@@ -111,11 +116,24 @@ def batch_loss(model: HBCI, ids: torch.Tensor, word_mask: torch.Tensor, frames: 
         for name, (order, valid) in kinds.items():
             video |= {f"{name}/{k}": v for k, v in model.video_pack(reorder(feats, order), frame_mask).items()}
             video[f"{name}/valid"] = valid.to(feats.dtype)
-        text, video = gather_packs(model.encode_text(ids, word_mask), video, dist)
-        negatives = {name: ({k.split("/", 1)[1]: v for k, v in video.items() if k.startswith(name + "/")
-                             and k != f"{name}/valid"}, video[f"{name}/valid"]) for name in kinds}
-        video = {k: v for k, v in video.items() if "/" not in k}
-        return hbci_loss(model, text, video, negatives)
+        with_text = model.config.temporal_negative_weight > 0 and swapped_captions is not None
+        if with_text:
+            swapped_ids, swapped_mask, valid = swapped_captions
+            text |= {f"caption/{k}": v for k, v in model.encode_text(swapped_ids, swapped_mask).items()}
+            text["caption/valid"] = valid.to(feats.dtype)
+        text, video = gather_packs(text, video, dist)
+        own_text, own_video = _unprefixed(text), _unprefixed(video)
+        negatives = {name: (own_text, _unprefixed(video, name), video[f"{name}/valid"]) for name in kinds}
+        if with_text:
+            negatives["caption"] = (_unprefixed(text, "caption"), own_video, text["caption/valid"])
+        return hbci_loss(model, own_text, own_video, negatives)
+
+
+def _unprefixed(pack: dict, name: str | None = None) -> dict:
+    """The entries of a pack under "name/" without that prefix (name None: the entries without any prefix)."""
+    if name is None:
+        return {k: v for k, v in pack.items() if "/" not in k}
+    return {k.split("/", 1)[1]: v for k, v in pack.items() if k.startswith(name + "/") and k != f"{name}/valid"}
 
 
 class MetricsLog:
@@ -241,9 +259,16 @@ def _train_step(run: _Run, pool: FramePool, captions: list[list[str]], index: np
     frames = frames_to_tensor(windows.frames).to(dist.device, non_blocking=True)
     mask = torch.from_numpy(windows.masks).float().to(dist.device)
     ids, word_mask = tokenize(texts, mcfg.max_words)
+    swapped = None
+    if mcfg.swapped_caption_negatives:
+        # Only windows that show both events in order (cut > 0) make the swapped caption wrong.
+        rewritten = [swap_event_order(t) if c > 0 else None for t, c in zip(texts, windows.cut)]
+        swapped_ids, swapped_mask = tokenize([r or t for r, t in zip(rewritten, texts)], mcfg.max_words)
+        valid = torch.tensor([r is not None for r in rewritten])
+        swapped = (swapped_ids.to(dist.device), swapped_mask.to(dist.device), valid.to(dist.device))
     loss, parts = batch_loss(model, ids.to(dist.device), word_mask.to(dist.device), frames, mask, dist,
                              run.amp_dtype, torch.from_numpy(windows.reverse).to(dist.device),
-                             torch.from_numpy(windows.cut).to(dist.device))
+                             torch.from_numpy(windows.cut).to(dist.device), swapped)
     run.optimizer.zero_grad(set_to_none=True)
     (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
     sync_gradients(model, dist)

@@ -122,3 +122,31 @@ def test_an_order_blind_model_scores_a_clip_and_its_reversal_alike():
         grads[weight] = model.temporal.proj.weight.grad.clone()
     assert parts["temporal"] == pytest.approx(math.log(2), abs=1e-6)
     assert (grads[1.0] - grads[0.0]).abs().max() > 1e-6  # the term pushes frame order into the features
+
+
+def test_a_swapped_caption_is_a_negative_for_its_window():
+    """The caption side: a 'swapped' caption identical to the caption scores the same, so its term is log 2 exactly;
+    a different one moves the loss and sends a gradient into the text encoder; rows marked invalid count for
+    nothing."""
+    from hbci.train import batch_loss
+
+    ids, word_mask, frames, mask = _batch()
+    flags = dict(reverse=torch.zeros(4, dtype=torch.bool), cut=torch.zeros(4, dtype=torch.long))
+    model = _tiny(temporal_negative_weight=1.0)
+    _, same = batch_loss(model, ids, word_mask, frames, mask, swapped_captions=(ids, word_mask, torch.ones(4)), **flags)
+    assert same["temporal_caption"] == pytest.approx(math.log(2), abs=1e-6)
+
+    other = ids.clone()
+    other[:, 1:9] = other[:, 1:9].flip(1)  # the same words in another order
+    text_param = model.clip.transformer.resblocks[0].attn.in_proj_weight
+    grads = []
+    for valid in (torch.zeros(4), torch.tensor([1.0, 0.0, 1.0, 1.0])):
+        model.zero_grad()
+        loss, parts = batch_loss(model, ids, word_mask, frames, mask, swapped_captions=(other, word_mask, valid),
+                                 **flags)
+        loss.backward()
+        grads.append(text_param.grad.clone())
+        if not valid.any():
+            assert parts["temporal"] == 0.0 and parts["temporal_caption"] == 0.0
+    assert parts["temporal_caption"] != pytest.approx(math.log(2), abs=1e-4)
+    assert (grads[1] - grads[0]).abs().max() > 1e-6

@@ -46,7 +46,8 @@ def _inputs(step: int):
 
 def _steps(dist: Distributed, config: ModelConfig = TINY) -> list[dict]:
     """STEPS AdamW steps on this process's slice of each global batch; loss and gradients after each backward.
-    With a temporal negative weight, every window also has its reversal and (some) an order swap as negatives."""
+    With a temporal negative weight, every window also has its reversal and (some) an order swap as negatives, and
+    with swapped-caption negatives (some) captions have their words in another order as the text-side negative."""
     torch.manual_seed(0)
     model = HBCI(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-6)
@@ -56,8 +57,13 @@ def _steps(dist: Distributed, config: ModelConfig = TINY) -> list[dict]:
     for step in range(STEPS):
         ids, word_mask, frames, frame_mask = _inputs(step)
         reverse, cut = torch.tensor([True, False, True, True]), torch.tensor([2, 0, 0, 1])
+        swapped = None
+        if config.swapped_caption_negatives:
+            other = ids.clone()
+            other[:, 1:3] = other[:, 1:3].flip(1)  # two words swapped (the EOT stays at 3 or later)
+            swapped = (other[rows], word_mask[rows], torch.tensor([1.0, 0.0, 1.0, 1.0])[rows])
         loss, _ = batch_loss(model, ids[rows], word_mask[rows], frames[rows], frame_mask[rows], dist,
-                             reverse=reverse[rows], cut=cut[rows])
+                             reverse=reverse[rows], cut=cut[rows], swapped_captions=swapped)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         sync_gradients(model, dist)
@@ -158,9 +164,10 @@ def test_two_processes_equal_one_on_the_same_global_batch(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_equal_one_with_temporal_negatives(tmp_path):
-    """The temporal negatives of each process's windows travel with the gathered packs: two processes still give
-    the single-process loss and gradients."""
-    config = dataclasses.replace(load_config("small"), model=dataclasses.replace(TINY, temporal_negative_weight=1.0))
+    """The temporal negatives of each process's windows and captions travel with the gathered packs: two processes
+    still give the single-process loss and gradients."""
+    model = dataclasses.replace(TINY, temporal_negative_weight=1.0, swapped_caption_negatives=True)
+    config = dataclasses.replace(load_config("small"), model=model)
     workers = torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(tmp_path), config_to_dict(config), True),
                                           nprocs=2, join=False)
     reference = _steps(Distributed(), config.model)

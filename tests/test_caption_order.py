@@ -1,0 +1,52 @@
+"""The caption side of the temporal negatives: exchanging two ordered clauses around their connective."""
+
+import re
+
+import numpy as np
+import pytest
+
+from hbci.caption_order import swap_event_order
+from hbci.synth.captions import PHRASINGS, caption, parse_caption
+from hbci.synth.world import ClipSpec, Event, SceneObject
+
+_FIELDS = dict(a="a red ball", va="moves left", ga="moving left", b="a blue box", vb="grows", gb="growing")
+
+
+def _words(text: str) -> list[str]:
+    return sorted(re.findall(r"\w+", text))
+
+
+@pytest.mark.parametrize("template", PHRASINGS["train"].two)
+def test_every_training_frame_swaps_to_the_other_order(template):
+    """The rewrite of every two-event sentence frame that training uses tells the events in the other order."""
+    text = template.format(**_FIELDS)
+    swapped = swap_event_order(text)
+    assert swapped is not None and _words(swapped) == _words(text)  # every word kept
+    assert parse_caption(swapped) == parse_caption(text)[::-1]
+    assert swap_event_order(swapped) == text  # swapping twice gives the caption back
+
+
+def test_random_captions_of_a_two_event_clip_swap_to_the_swapped_clip():
+    spec = ClipSpec((SceneObject("red", "circle", 0.3, 0.5, 0.2), SceneObject("blue", "square", 0.7, 0.5, 0.2)),
+                    (Event("move_up", 0, 0.2, 0.0, 0.4), Event("disappear", 1, 0.0, 0.6, 1.0)))
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        text = caption(spec, rng, "train")
+        assert parse_caption(swap_event_order(text)) == (("blue", "square", "disappear"), ("red", "circle", "move_up"))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("After the man opens the door, he walks in", "After he walks in, the man opens the door"),
+    ("A dog barks and then a cat runs away.", "a cat runs away. and then A dog barks"),
+    ("first X happens, then Y happens", "first Y happens, then X happens"),
+    ("She sings before she dances", "she dances before She sings"),
+])
+def test_free_text_swaps_around_the_first_connective(text, expected):
+    assert swap_event_order(text) == expected
+
+
+@pytest.mark.parametrize("text", ["a red ball moves left", "there is a blue box growing", "", "   ",
+                                  "after that", "a cat then a cat"])
+def test_captions_without_two_ordered_clauses_have_no_swap(text):
+    """No connective, nothing on one side of it, or a swap that gives the same text back."""
+    assert swap_event_order(text) is None
