@@ -14,7 +14,11 @@ prints, per direction pair:
 * with --checkpoint only, video: the cosine of a clip's global video embedding and that of its own frames played
   backwards (1.0: the model cannot tell the clip from its reversal);
 * text, event order: the cosine of "X, then Y" and "Y, then X" (and three other clause orders of training's
-  templates) over pairs of events (1.0: the text side cannot tell the order of two events).
+  templates) over pairs of events (1.0: the text side cannot tell the order of two events);
+* with --checkpoint only, video, event order: over the split's two-event clips that have an order-swapped variant,
+  how often a clip's caption scores the clip above (a) its own frames rotated at the event boundary, the swap
+  negative training uses, and (b) the rendered clip with the events swapped, which hard-negative evaluation uses.
+  A model that rejects (a) far more often than (b) tells the cut in (a), not the order.
 
 A diagnosis, not a gate: the README quotes it for the trained model and its backbone. Needs torch.
 """
@@ -94,6 +98,54 @@ def probe(clip, data: Path, split: str, num_frames: int, image_size: int, model=
             for axis, r in rows.items()}
 
 
+def boundary_cut(events: list[dict], clip_frames: int, num_frames: int) -> int:
+    """How many of the T sampled frames (`hbci.runtime.video.sample_indices`) come before the midpoint between a
+    two-event clip's events (from meta.json's start/end frames)."""
+    from hbci.runtime.video import sample_indices
+
+    midpoint = (events[0]["end_frame"] + events[1]["start_frame"]) / 2
+    return int((np.asarray(sample_indices(clip_frames, num_frames)) < midpoint).sum())
+
+
+@torch.no_grad()
+def order_video(model, data: Path, split: str) -> dict:
+    """Share (%) of (caption, clip) pairs of base/order-swapped clips where the caption scores its clip above the
+    clip's frames rotated at the event boundary, and above the rendered order-swapped clip; pairs whose cut leaves
+    under 2 frames on a side are skipped, as training skips them."""
+    from hbci.config import DataConfig
+    from hbci.data import frames_to_tensor, load_clipset
+    from hbci.evaluate import encode_texts
+
+    info = json.loads((data / "meta.json").read_text())
+    meta = {e["video"]: e for e in info["splits"][split]}
+    clips = load_clipset(DataConfig(root=str(data)), split, model.config.num_frames, model.image_size, 0, False)
+    entries = [meta.get(Path(item.path).resolve().relative_to(data.resolve()).as_posix()) for item in clips.items]
+    where = {(e["group"], e["variant"]): i for i, e in enumerate(entries) if e}
+    t = model.config.num_frames
+    rows, rotated, swapped = [], [], []
+    for (group, label), i in where.items():
+        partner = where.get((group, {"base": "swap_order", "swap_order": "base"}.get(label)))
+        if partner is None or not clips.masks[i].all():
+            continue
+        cut = boundary_cut(entries[i]["events"], info["settings"]["frames"], t)
+        if 2 <= cut <= t - 2:
+            rows.append(i)
+            rotated.append(np.concatenate([clips.frames[i, cut:], clips.frames[i, :cut]]))
+            swapped.append(partner)
+    if not rows:
+        return {"pairs": 0, "over_rotated": None, "over_swapped": None}
+    texts = encode_texts(model, [clips.items[i].captions[0] for i in rows])
+    mask = torch.ones(len(rows), t)
+
+    def scores(frames: np.ndarray) -> np.ndarray:
+        video = model.encode_video(frames_to_tensor(frames), mask)
+        return model.fuse(model.level_similarities(texts, video, paired=True)).numpy()
+
+    own, rot, other = scores(clips.frames[rows]), scores(np.stack(rotated)), scores(clips.frames[swapped])
+    return {"pairs": len(rows), "over_rotated": round(100 * float(np.mean(own > rot)), 1),
+            "over_swapped": round(100 * float(np.mean(own > other)), 1)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = ap.add_mutually_exclusive_group(required=True)
@@ -130,6 +182,8 @@ def main(argv=None) -> int:
         result = {"source": args.checkpoint or args.backbone, "text_cosine": text_cosines(encode),
                   "order_text_cosine": order_text_cosines(encode),
                   "split": args.split, "axes": probe(clip, Path(args.data), args.split, num_frames, image_size, model)}
+        if model is not None:
+            result["order_video"] = order_video(model, Path(args.data), args.split)
     print(f"{result['source']} ({args.split} split of {args.data})")
     for pair, cos in result["text_cosine"].items():
         print(f"  text cosine {pair:26s} {cos:.3f}")
@@ -140,6 +194,11 @@ def main(argv=None) -> int:
         if r["cos_clip_reversed"] is not None:
             line += f", video cosine clip/reversed {r['cos_clip_reversed']}"
         print(line)
+    if "order_video" in result:
+        r = result["order_video"]
+        print(f"  event order, {r['pairs']} two-event clips with a swapped variant: the caption prefers its clip over "
+              f"its frames rotated at the event boundary {r['over_rotated']}%, over the rendered swapped clip "
+              f"{r['over_swapped']}%")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0

@@ -61,3 +61,19 @@ def test_probe_reports_every_single_move_clip_under_its_axis(tmp_path, tiny_chec
             assert r["frame_change"] > 0 and -1.0 <= r["cos_clip_reversed"] <= 1.0 + 1e-6
     assert all(-1.0 <= c <= 1.0 + 1e-6 and np.isfinite(c) for c in result["text_cosine"].values())
     assert all(-1.0 <= c <= 1.0 + 1e-6 and np.isfinite(c) for c in result["order_text_cosine"].values())
+    info = json.loads((data / "meta.json").read_text())
+    groups = {e["group"] for e in entries if e["variant"] == "swap_order"}
+    expected_pairs = sum(2 <= probe.boundary_cut(e["events"], info["settings"]["frames"], 4) <= 2  # T=4: tiny model
+                         for e in entries if e["group"] in groups and e["variant"] in ("base", "swap_order"))
+    order = result["order_video"]
+    assert order["pairs"] == expected_pairs
+    if expected_pairs:
+        assert 0 <= order["over_rotated"] <= 100 and 0 <= order["over_swapped"] <= 100
+
+
+def test_boundary_cut_counts_the_sampled_frames_before_the_gap_between_events(benchmark_script):
+    probe = benchmark_script("probe_direction")
+    events = [{"start_frame": 0, "end_frame": 9}, {"start_frame": 14, "end_frame": 23}]
+    # 24 frames sampled at 12 segment centres: 1, 3, ..., 23; the gap's midpoint is 11.5 -> 6 frames before it
+    assert probe.boundary_cut(events, 24, 12) == 6
+    assert probe.boundary_cut([{"start_frame": 0, "end_frame": 20}, {"start_frame": 22, "end_frame": 24}], 24, 12) == 10  # 1..19 < 21
