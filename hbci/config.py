@@ -58,6 +58,8 @@ class ModelConfig:
             (self.bci_iterations >= 0, "bci_iterations must be >= 0"),
             (self.num_frames >= 1 and self.max_words >= 3, "num_frames >= 1 and max_words >= 3"),
             (self.temporal_negative_weight >= 0, "temporal_negative_weight must be >= 0"),
+            (not self.swapped_caption_negatives or self.temporal_negative_weight > 0,
+             "swapped_caption_negatives needs temporal_negative_weight > 0 (its weight)"),
         ]
         for ok, message in checks:
             if not ok:

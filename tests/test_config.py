@@ -42,6 +42,17 @@ def test_invalid_choice_is_refused():
         apply_overrides(load_config("small"), ["model.video_pooling=max"])
 
 
+def test_caption_negatives_need_a_temporal_weight_and_ablation_rows_without_one_drop_them(tmp_path):
+    from hbci.ablation import ROWS, row_config
+
+    with pytest.raises(ConfigError, match="swapped_caption_negatives"):
+        apply_overrides(load_config("small"), ["model.temporal_negative_weight=0", "model.swapped_caption_negatives=true"])
+    base = apply_overrides(load_config("small"), ["model.swapped_caption_negatives=true"])
+    for index in range(len(ROWS)):  # every row builds, and a row without temporal negatives has no caption ones
+        model = row_config(base, index, tmp_path).model
+        assert model.swapped_caption_negatives == (model.temporal_negative_weight > 0)
+
+
 def test_round_trip():
     cfg = load_config("small")
     assert config_from_dict(config_to_dict(cfg)) == cfg
