@@ -208,11 +208,21 @@ def create_app(service, *, stopping=None):
 
         unsubscribe = service.hub.subscribe(deliver)
 
+        def message(event: dict) -> str:
+            return f"event: {event['event']}\nid: {event['event_id']}\ndata: {json.dumps(_finite(event))}\n\n"
+
         async def messages():
             try:
                 yield ": connected\n\n"
                 quiet = 0.0
-                while not (stopping is not None and stopping.is_set()):
+                while True:
+                    if stopping is not None and stopping.is_set():
+                        # The drain's last events ("stopped" ends) were handed to the loop before `stopping` was
+                        # set: one turn of the loop puts them in the queue; send them all before the stream ends.
+                        await asyncio.sleep(0)
+                        while not queue.empty():
+                            yield message(queue.get_nowait())
+                        return
                     try:
                         event = await asyncio.wait_for(queue.get(), timeout=1.0)
                     except asyncio.TimeoutError:
@@ -224,7 +234,7 @@ def create_app(service, *, stopping=None):
                             yield ": keepalive\n\n"
                         continue
                     quiet = 0.0
-                    yield f"event: {event['event']}\nid: {event['event_id']}\ndata: {json.dumps(_finite(event))}\n\n"
+                    yield message(event)
             finally:
                 unsubscribe()
 

@@ -96,3 +96,44 @@ def test_fuzz_finds_no_server_error(app):
         given(strategy)(check)()
     assert not failures, failures
     assert len({method for method, _ in calls}) == 4 and len(calls) > 40  # GET POST PUT DELETE, all operations
+
+
+def test_event_stream_sends_every_event_published_before_the_drain_ends(runtime_bundle, tmp_path):
+    """On shutdown the drain publishes the open events' "stopped" ends and then sets `stopping`: an SSE stream must
+    send all of them before it closes, not stop after the first."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from hbci.runtime.retriever import Retriever
+    from hbci.runtime.serve.api import create_app
+    from hbci.runtime.serve.config import parse_config
+    from hbci.runtime.serve.service import Service
+
+    from tests.runtime.serve.conftest import free_port
+
+    config = parse_config({"sources": [{"name": "cam", "kind": "file", "target": str(tmp_path / "none.mp4")}]})
+    service = Service(config, Retriever.load(runtime_bundle, precision="auto"))
+    stopping = threading.Event()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(service, stopping=stopping), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ends = [{"event": "end", "event_id": f"e-{i}", "source": "cam", "reason": "stopped"} for i in range(3)]
+    try:
+        with httpx.stream("GET", f"http://127.0.0.1:{port}/events/stream", timeout=10) as response:
+            lines = response.iter_lines()
+            assert next(lines) == ": connected"
+            for event in ends:
+                service.hub.publish(event)
+            stopping.set()
+            ids = [line.removeprefix("id: ") for line in lines if line.startswith("id: ")]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert ids == ["e-0", "e-1", "e-2"]
