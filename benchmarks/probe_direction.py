@@ -63,27 +63,32 @@ def text_cosines(encode) -> dict[str, float]:
     return out
 
 
-def move_clips(data: Path, split: str, num_frames: int, image_size: int):
-    """(axis, frames [1, T, 3, S, S] as the model takes them, mask [1, T]) of the split's single-move clips."""
+def split_clips(data: Path, split: str, num_frames: int, image_size: int):
+    """The split decoded as the model takes it (`hbci.data.ClipSet`), each clip's meta.json entry, and the clips'
+    length in frames (meta.json's settings)."""
     from hbci.config import DataConfig
-    from hbci.data import frames_to_tensor, load_clipset
+    from hbci.data import load_clipset
+    from hbci.evaluate import clip_entries, synth_meta
 
-    meta = {e["video"]: e for e in json.loads((data / "meta.json").read_text())["splits"][split]}
-    clips = load_clipset(DataConfig(root=str(data)), split, num_frames, image_size, 0, False)
-    for i, item in enumerate(clips.items):
-        entry = meta.get(Path(item.path).resolve().relative_to(data.resolve()).as_posix())
-        if entry and len(entry["events"]) == 1 and entry["events"][0]["kind"] in AXIS_OF:
-            yield (AXIS_OF[entry["events"][0]["kind"]], frames_to_tensor(clips.frames[i:i + 1]),
-                   torch.from_numpy(clips.masks[i:i + 1]).float())
+    config = DataConfig(root=str(data))
+    clips = load_clipset(config, split, num_frames, image_size, 0, False)
+    frames = json.loads((data / "meta.json").read_text())["settings"]["frames"]
+    return clips, clip_entries(clips, synth_meta(config, split) or {}, data), frames
 
 
 @torch.no_grad()
-def probe(clip, data: Path, split: str, num_frames: int, image_size: int, model=None) -> dict:
+def probe(clip, clips, entries: list, model=None) -> dict:
+    """Per axis, over the single-move clips: the frame-feature change first -> last and (with a model) the cosine
+    of the clip's video embedding and its reversal's."""
     from hbci.backbone import frame_features
+    from hbci.data import frames_to_tensor
 
     rows: dict[str, list[tuple[float, float]]] = {"left/right": [], "up/down": []}
-    for axis, frames, mask in move_clips(data, split, num_frames, image_size):
-        feats = frame_features(clip, frames)
+    for i, entry in enumerate(entries):
+        if not (entry and len(entry["events"]) == 1 and entry["events"][0]["kind"] in AXIS_OF):
+            continue
+        mask = torch.from_numpy(clips.masks[i:i + 1]).float()
+        feats = frame_features(clip, frames_to_tensor(clips.frames[i:i + 1]))
         n = int(mask.sum())
         change = float((feats[0, n - 1] - feats[0, 0]).norm() / feats[0, :n].norm(dim=-1).mean())
         reversal = float("nan")
@@ -91,7 +96,7 @@ def probe(clip, data: Path, split: str, num_frames: int, image_size: int, model=
             backwards = torch.cat([feats[:, :n].flip(1), feats[:, n:]], 1)
             reversal = float((model.video_pack(feats, mask)["video_global"] *
                               model.video_pack(backwards, mask)["video_global"]).sum())
-        rows[axis].append((change, reversal))
+        rows[AXIS_OF[entry["events"][0]["kind"]]].append((change, reversal))
     return {axis: {"clips": len(r), "frame_change": round(float(np.mean([c for c, _ in r])), 3) if r else None,
                    "cos_clip_reversed": (round(float(np.mean([v for _, v in r])), 4)
                                          if r and model is not None else None)}
@@ -108,18 +113,13 @@ def boundary_cut(events: list[dict], clip_frames: int, num_frames: int) -> int:
 
 
 @torch.no_grad()
-def order_video(model, data: Path, split: str) -> dict:
+def order_video(model, clips, entries: list, clip_frames: int) -> dict:
     """Share (%) of (caption, clip) pairs of base/order-swapped clips where the caption scores its clip above the
     clip's frames rotated at the event boundary, and above the rendered order-swapped clip; pairs whose cut leaves
     under 2 frames on a side are skipped, as training skips them."""
-    from hbci.config import DataConfig
-    from hbci.data import frames_to_tensor, load_clipset
+    from hbci.data import frames_to_tensor
     from hbci.evaluate import encode_texts
 
-    info = json.loads((data / "meta.json").read_text())
-    meta = {e["video"]: e for e in info["splits"][split]}
-    clips = load_clipset(DataConfig(root=str(data)), split, model.config.num_frames, model.image_size, 0, False)
-    entries = [meta.get(Path(item.path).resolve().relative_to(data.resolve()).as_posix()) for item in clips.items]
     where = {(e["group"], e["variant"]): i for i, e in enumerate(entries) if e}
     t = model.config.num_frames
     rows, rotated, swapped = [], [], []
@@ -127,7 +127,7 @@ def order_video(model, data: Path, split: str) -> dict:
         partner = where.get((group, {"base": "swap_order", "swap_order": "base"}.get(label)))
         if partner is None or not clips.masks[i].all():
             continue
-        cut = boundary_cut(entries[i]["events"], info["settings"]["frames"], t)
+        cut = boundary_cut(entries[i]["events"], clip_frames, t)
         if 2 <= cut <= t - 2:
             rows.append(i)
             rotated.append(np.concatenate([clips.frames[i, cut:], clips.frames[i, :cut]]))
@@ -178,12 +178,13 @@ def main(argv=None) -> int:
             out = clip.encode_text(ids)
             return out / out.norm(dim=-1, keepdim=True)
 
+    clips, entries, clip_frames = split_clips(Path(args.data), args.split, num_frames, image_size)
     with torch.no_grad():
         result = {"source": args.checkpoint or args.backbone, "text_cosine": text_cosines(encode),
                   "order_text_cosine": order_text_cosines(encode),
-                  "split": args.split, "axes": probe(clip, Path(args.data), args.split, num_frames, image_size, model)}
+                  "split": args.split, "axes": probe(clip, clips, entries, model)}
         if model is not None:
-            result["order_video"] = order_video(model, Path(args.data), args.split)
+            result["order_video"] = order_video(model, clips, entries, clip_frames)
     print(f"{result['source']} ({args.split} split of {args.data})")
     for pair, cos in result["text_cosine"].items():
         print(f"  text cosine {pair:26s} {cos:.3f}")

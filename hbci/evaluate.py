@@ -30,7 +30,7 @@ from hbci.metrics import dual_softmax, format_metrics, multi_caption_metrics, mu
 from hbci.model import HBCI
 from hbci.synth import VARIANT_CLASSES, variant_class
 
-__all__ = ["encode_videos", "encode_texts", "score_all", "evaluate", "synth_meta", "variant_accuracy",
+__all__ = ["encode_videos", "encode_texts", "score_all", "evaluate", "synth_meta", "clip_entries", "variant_accuracy",
            "VARIANT_CLASSES", "main"]
 
 
@@ -84,15 +84,20 @@ def synth_meta(data_cfg, split: str) -> dict[str, dict] | None:
     return {e["video"]: e for e in entries} if entries else None
 
 
+def clip_entries(clips: ClipSet, meta: dict[str, dict], root: str | Path) -> list[dict | None]:
+    """Each clip's meta.json entry (`synth_meta`), None for a clip outside the data root or not in the meta."""
+    root = Path(root).resolve()
+    paths = [Path(item.path).resolve() for item in clips.items]
+    return [meta.get(p.relative_to(root).as_posix()) if p.is_relative_to(root) else None for p in paths]
+
+
 def variant_accuracy(sim: np.ndarray, owners: np.ndarray, clips: ClipSet, meta: dict[str, dict],
                      root: str | Path) -> dict:
     """Per variant class (VARIANT_CLASSES, and "direction" = left/right + up/down): the share (%) of (caption,
     other member) pairs of base-variant pairs where the caption scores its own clip strictly higher, and n.
     Event order is also split by how the caption tells it (`ORDER_TELLINGS`): naming the events in the order
     they happen ("X, then Y", "after X, Y") or the other way round ("Y after X", "before Y, X")."""
-    root = Path(root).resolve()
-    entries = [meta.get(Path(item.path).resolve().relative_to(root).as_posix()) if
-               Path(item.path).resolve().is_relative_to(root) else None for item in clips.items]
+    entries = clip_entries(clips, meta, root)
     where = {(e["group"], e["variant"]): i for i, e in enumerate(entries) if e is not None}
     texts = clips.captions()[0]
     captions_of = [np.flatnonzero(owners == i) for i in range(len(clips))]

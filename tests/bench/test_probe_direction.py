@@ -66,9 +66,8 @@ def test_probe_reports_every_single_move_clip_under_its_axis(tmp_path, tiny_chec
     expected_pairs = sum(2 <= probe.boundary_cut(e["events"], info["settings"]["frames"], 4) <= 2  # T=4: tiny model
                          for e in entries if e["group"] in groups and e["variant"] in ("base", "swap_order"))
     order = result["order_video"]
-    assert order["pairs"] == expected_pairs
-    if expected_pairs:
-        assert 0 <= order["over_rotated"] <= 100 and 0 <= order["over_swapped"] <= 100
+    assert expected_pairs > 0 and order["pairs"] == expected_pairs
+    assert 0 <= order["over_rotated"] <= 100 and 0 <= order["over_swapped"] <= 100
 
 
 def test_boundary_cut_counts_the_sampled_frames_before_the_gap_between_events(benchmark_script):
