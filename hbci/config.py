@@ -45,6 +45,7 @@ class ModelConfig:
     distill_stop_grad: bool = True       # False reproduces HBI (gradients reach the teacher level)
     temporal_negative_weight: float = 0.0  # weight of the loss against a window's time-reversed / order-swapped self
     swapped_caption_negatives: bool = False  # with it, also against its caption's two clauses exchanged (text side)
+    rendered_order_negatives: bool = False  # and against its scene filmed with the events swapped (order_negative)
 
     def __post_init__(self):
         checks = [
@@ -60,6 +61,8 @@ class ModelConfig:
             (self.temporal_negative_weight >= 0, "temporal_negative_weight must be >= 0"),
             (not self.swapped_caption_negatives or self.temporal_negative_weight > 0,
              "swapped_caption_negatives needs temporal_negative_weight > 0 (its weight)"),
+            (not self.rendered_order_negatives or self.temporal_negative_weight > 0,
+             "rendered_order_negatives needs temporal_negative_weight > 0 (its weight)"),
         ]
         for ok, message in checks:
             if not ok:

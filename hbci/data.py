@@ -251,6 +251,8 @@ class WindowBatch:
     masks: np.ndarray  # bool [B, T]
     reverse: np.ndarray  # bool [B]: the window played backwards contradicts its captions
     cut: np.ndarray  # int64 [B]: frames [cut:] then [:cut] put its events in the other order; 0: no such cut
+    rendered: np.ndarray | None = None  # uint8 [B, T, S, S, 3]: the same window of the item's order_negative video
+    rendered_valid: np.ndarray | None = None  # bool [B]: it exists and the window shows both events
 
 
 @dataclass
@@ -269,14 +271,29 @@ class FramePool:
     def item_times(self, index: int) -> np.ndarray:
         return self.times[self.offsets[index]:self.offsets[index + 1]]
 
-    def windows(self, index: np.ndarray, num_frames: int, policy: WindowPolicy, seed: int) -> WindowBatch:
+    def order_partners(self) -> np.ndarray:
+        """int64 [N]: for each item the pool index of its `order_negative` video's item, -1 where it has none or
+        the pool lacks it (first item of that video)."""
+        first: dict[Path, int] = {}
+        for i, item in enumerate(self.items):
+            first.setdefault(Path(item.path), i)
+        return np.array([first.get(Path(item.order_negative), -1) if item.order_negative is not None else -1
+                         for item in self.items], dtype=np.int64)
+
+    def windows(self, index: np.ndarray, num_frames: int, policy: WindowPolicy, seed: int,
+                partners: np.ndarray | None = None) -> WindowBatch:
         """One window per item of `index`, drawn by `hbci.sampling.draw_window` with a generator seeded by
-        (seed, item): the same windows in one process or split over several, and after a resume."""
+        (seed, item): the same windows in one process or split over several, and after a resume.
+
+        partners (`order_partners()`): also cut the same window, at the same times from the span's start, out of
+        each item's order-swapped video, valid where the window shows part of both events (as `cut`)."""
         b = len(index)
         size = self.frames.shape[1:]
         frames = np.zeros((b, num_frames, *size), np.uint8)
         masks = np.zeros((b, num_frames), bool)
         reverse, cut = np.zeros(b, bool), np.zeros(b, np.int64)
+        rendered = np.zeros_like(frames) if partners is not None else None
+        rendered_valid = np.zeros(b, bool) if partners is not None else None
         for row, i in enumerate(index):
             item, times = self.items[i], self.item_times(i)
             picked = draw_window(times, (item.start, item.end), (item.event_start, item.event_end), num_frames,
@@ -287,7 +304,16 @@ class FramePool:
             if item.order_cut is not None:
                 k = int((times[picked] < item.order_cut - 1e-6).sum())
                 cut[row] = k if 2 <= k <= len(picked) - 2 else 0  # both parts must show something of an event
-        return WindowBatch(frames, masks, reverse, cut)
+            if partners is not None and cut[row] > 0 and partners[i] >= 0:
+                rendered[row, :len(picked)] = self._frames_at(int(partners[i]), times[picked] - (item.start or 0.0))
+                rendered_valid[row] = True
+        return WindowBatch(frames, masks, reverse, cut, rendered, rendered_valid)
+
+    def _frames_at(self, index: int, offsets: np.ndarray) -> np.ndarray:
+        """Item `index`'s frames nearest to `offsets` seconds from its span's start."""
+        times = self.item_times(index)
+        nearest = np.abs(times[None] - (offsets + (self.items[index].start or 0.0))[:, None]).argmin(1)
+        return self.frames[self.offsets[index] + nearest]
 
 
 def window_policy(data_cfg) -> WindowPolicy:

@@ -15,6 +15,11 @@ With `model.swapped_caption_negatives`, the text side gets the same term, as in 
 is also scored against its own caption with the two clauses exchanged around the connective
 (`hbci.caption_order`), and asked to prefer its caption. Every word stays, so only the connective's meaning
 separates the two; in-batch captions of order-swapped clips use other sentence frames and rarely force that.
+
+The rotated window (its frames [cut:] before [:cut]) is given away by the jump at its seam, which no real order
+swap has. With `model.rendered_order_negatives` a two-event window is also scored against the same window of its
+scene rendered with the events in the other order (the training split's `order_negative` videos): the same
+two-way term, with nothing but the order to tell them apart.
 """
 
 from __future__ import annotations

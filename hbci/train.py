@@ -97,24 +97,36 @@ def warmup_cosine(total_steps: int, warmup_fraction: float):
 def batch_loss(model: HBCI, ids: torch.Tensor, word_mask: torch.Tensor, frames: torch.Tensor,
                frame_mask: torch.Tensor, dist: Distributed = Distributed(), amp_dtype: torch.dtype | None = None,
                reverse: torch.Tensor | None = None, cut: torch.Tensor | None = None,
-               swapped_captions: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
+               swapped_captions: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+               rendered: tuple[torch.Tensor, torch.Tensor] | None = None):
     """This process's slice of the global batch -> (loss over the global batch, its parts).
 
     reverse [b] (0/1) and cut [b] (see `hbci.data.WindowBatch`) give each window's temporal negatives, scored when
     `temporal_negative_weight` > 0: its frames played backwards, and its frames [cut:] before [:cut].
     swapped_captions (ids [b, L], mask [b, L], valid [b] 0/1): each window's caption with its events told in the
-    other order (`hbci.caption_order`), scored against the window the same way."""
+    other order (`hbci.caption_order`), scored against the window the same way. rendered (frames [n, T, 3, S, S],
+    rows [n]): for those rows of the batch, the same window of the scene rendered with its events in the other
+    order (`hbci.data.FramePool.order_partners`), the video-side order negative without the jump of a cut."""
     with torch.autocast(dist.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         feats = model.frame_features(frames)
         video = model.video_pack(feats, frame_mask)
         text = model.encode_text(ids, word_mask)
-        kinds = {}
+        kinds = {}  # name: (frame features of the negative, valid rows)
         if model.config.temporal_negative_weight > 0 and reverse is not None:
-            kinds["reverse"] = (reversed_order(frame_mask), reverse)
+            kinds["reverse"] = (reorder(feats, reversed_order(frame_mask)), reverse)
             if cut is not None:
-                kinds["swap"] = (swapped_order(frame_mask, cut), (cut > 0))
-        for name, (order, valid) in kinds.items():
-            video |= {f"{name}/{k}": v for k, v in model.video_pack(reorder(feats, order), frame_mask).items()}
+                kinds["swap"] = (reorder(feats, swapped_order(frame_mask, cut)), (cut > 0))
+        if model.config.temporal_negative_weight > 0 and rendered is not None:
+            rendered_frames, rows = rendered
+            valid = torch.zeros(feats.shape[0], dtype=torch.bool, device=feats.device)
+            valid[rows] = True
+            rendered_feats = feats.new_zeros(feats.shape)  # rows without one: zeros, never counted
+            if len(rows):
+                shown = model.frame_features(rendered_frames).to(feats.dtype)
+                rendered_feats = rendered_feats.index_put((rows,), shown)
+            kinds["rendered"] = (rendered_feats, valid)
+        for name, (negative_feats, valid) in kinds.items():
+            video |= {f"{name}/{k}": v for k, v in model.video_pack(negative_feats, frame_mask).items()}
             video[f"{name}/valid"] = valid.to(feats.dtype)
         with_text = model.config.temporal_negative_weight > 0 and swapped_captions is not None
         if with_text:
@@ -185,6 +197,7 @@ class _Run:
     start_epoch: int = 0
     elapsed: float = 0.0
     best: float | None = None
+    partners: np.ndarray | None = None  # FramePool.order_partners, with model.rendered_order_negatives
 
 
 def _build_model(config: ExperimentConfig, dist: Distributed) -> HBCI:
@@ -254,7 +267,7 @@ def _train_step(run: _Run, pool: FramePool, captions: list[list[str]], index: np
                 window_seed: int) -> dict[str, float]:
     """One optimiser step on the windows of `index` (this process's slice)."""
     model, dist, mcfg = run.model, run.dist, run.config.model
-    windows = pool.windows(index, mcfg.num_frames, window_policy(run.config.data), window_seed)
+    windows = pool.windows(index, mcfg.num_frames, window_policy(run.config.data), window_seed, run.partners)
     texts = [captions[i][picks[i] % len(captions[i])] for i in index]
     frames = frames_to_tensor(windows.frames).to(dist.device, non_blocking=True)
     mask = torch.from_numpy(windows.masks).float().to(dist.device)
@@ -266,9 +279,14 @@ def _train_step(run: _Run, pool: FramePool, captions: list[list[str]], index: np
         swapped_ids, swapped_mask = tokenize([r or t for r, t in zip(rewritten, texts)], mcfg.max_words)
         valid = torch.tensor([r is not None for r in rewritten])
         swapped = (swapped_ids.to(dist.device), swapped_mask.to(dist.device), valid.to(dist.device))
+    rendered = None
+    if run.partners is not None:
+        rows = np.flatnonzero(windows.rendered_valid)
+        rendered = (frames_to_tensor(windows.rendered[rows]).to(dist.device, non_blocking=True),
+                    torch.from_numpy(rows).to(dist.device))
     loss, parts = batch_loss(model, ids.to(dist.device), word_mask.to(dist.device), frames, mask, dist,
                              run.amp_dtype, torch.from_numpy(windows.reverse).to(dist.device),
-                             torch.from_numpy(windows.cut).to(dist.device), swapped)
+                             torch.from_numpy(windows.cut).to(dist.device), swapped, rendered)
     run.optimizer.zero_grad(set_to_none=True)
     (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
     sync_gradients(model, dist)
@@ -375,6 +393,14 @@ def train(config: ExperimentConfig, resume: bool = True, progress: bool = True,
     model = _build_model(config, dist)
     pool, val_clips = _load_data(config, dist, model.image_size, progress, log, train_pool, val_clips)
     run = _start_run(config, dist, model, len(pool))
+    if config.model.rendered_order_negatives:
+        run.partners = pool.order_partners()
+        paired = int((run.partners >= 0).sum())
+        if paired == 0:
+            raise ConfigError(f"model.rendered_order_negatives: no item of split {config.data.train_split!r} names "
+                              f"an order_negative video in the pool (hbci-synth writes that column)")
+        log(f"rendered order negatives: {paired} of {len(pool)} training items have their scene with the events "
+            f"swapped")
     if resume:
         _resume(run, log)
     captions = [list(item.captions) for item in pool.items]

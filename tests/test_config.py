@@ -45,12 +45,17 @@ def test_invalid_choice_is_refused():
 def test_caption_negatives_need_a_temporal_weight_and_ablation_rows_without_one_drop_them(tmp_path):
     from hbci.ablation import ROWS, row_config
 
-    with pytest.raises(ConfigError, match="swapped_caption_negatives"):
-        apply_overrides(load_config("small"), ["model.temporal_negative_weight=0", "model.swapped_caption_negatives=true"])
-    base = apply_overrides(load_config("small"), ["model.swapped_caption_negatives=true"])
-    for index in range(len(ROWS)):  # every row builds, and a row without temporal negatives has no caption ones
+    options = ("swapped_caption_negatives", "rendered_order_negatives")
+    for option in options:
+        alone = [f"model.{o}={str(o == option).lower()}" for o in options]
+        with pytest.raises(ConfigError, match=option):
+            apply_overrides(load_config("small"), ["model.temporal_negative_weight=0", *alone])
+    base = apply_overrides(load_config("small"), ["model.swapped_caption_negatives=true",
+                                                  "model.rendered_order_negatives=true"])
+    for index in range(len(ROWS)):  # every row builds, and a row without temporal negatives has neither
         model = row_config(base, index, tmp_path).model
         assert model.swapped_caption_negatives == (model.temporal_negative_weight > 0)
+        assert model.rendered_order_negatives == (model.temporal_negative_weight > 0)
 
 
 def test_round_trip():

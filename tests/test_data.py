@@ -121,7 +121,8 @@ def _ramp(path: Path, frames: int, fps: float = 10.0) -> Path:
 
 
 def _timed_csv(root: Path, rows: list[tuple], name: str = "train.csv") -> None:
-    header = ("video", "caption", "start", "end", "event_start", "event_end", "order_cut", "time_sensitive")
+    header = ("video", "caption", "start", "end", "event_start", "event_end", "order_cut", "time_sensitive",
+              "order_negative")[:len(rows[0])]
     with (root / name).open("w", newline="") as fh:
         csv.writer(fh).writerows([header, *rows])
 
@@ -184,6 +185,38 @@ def test_aligned_windows_are_the_evaluation_clips_and_flags_travel(tmp_path):
     assert min(starts) < 10 < max(starts)  # windows start early and late
     again = pool.windows(np.array([1]), 6, WindowPolicy(), seed=4)
     np.testing.assert_array_equal(again.frames, drawn[4].frames)
+
+
+def test_windows_cut_the_same_times_out_of_the_order_swapped_video(tmp_path):
+    """A two-event item's order_negative video gives the window at the same times from its own span's start (here
+    1.0 s later in a video of the same grey ramp: 10 frames on), only for windows that show both events; items without one, or
+    whose partner is not in the pool, get none."""
+    from hbci.data import load_pool
+    from hbci.sampling import ALIGNED, WindowPolicy
+
+    _ramp(tmp_path / "a.mp4", 30)
+    _ramp(tmp_path / "c.mp4", 30)
+    _timed_csv(tmp_path, [("a.mp4", "x then y", "0.5", "1.5", "0.5", "1.5", "1.0", "1", "c.mp4"),
+                          ("c.mp4", "y then x", "1.5", "2.5", "1.5", "2.5", "2.0", "1", "a.mp4"),
+                          ("c.mp4", "one event", "0.0", "1.0", "", "", "", "1", "")])
+    pool = load_pool(_config(tmp_path).data, "train", 32, progress=False)
+    assert pool.items[0].order_negative == tmp_path / "c.mp4"
+    partners = pool.order_partners()
+    assert partners.tolist() == [1, 0, -1]
+    aligned = pool.windows(np.arange(3), 6, ALIGNED, seed=0, partners=partners)
+    assert aligned.rendered_valid.tolist() == [True, True, False]
+    levels = lambda frames: np.round(frames[..., 16, 16, 0].astype(int) / 8).astype(int)  # noqa: E731
+    np.testing.assert_array_equal(levels(aligned.rendered[0]), levels(aligned.frames[0]) + 10)
+    np.testing.assert_array_equal(levels(aligned.rendered[1]), levels(aligned.frames[1]) - 10)
+    assert not aligned.rendered[2].any()
+    for seed in range(10):  # shifted windows keep the offsets; those that miss an event get none
+        drawn = pool.windows(np.array([0]), 6, WindowPolicy(), seed=seed, partners=partners)
+        assert drawn.rendered_valid[0] == (drawn.cut[0] > 0)
+        if drawn.rendered_valid[0]:
+            np.testing.assert_array_equal(levels(drawn.rendered[0]), levels(drawn.frames[0]) + 10)
+    lone = load_pool(_config(tmp_path).data, "train", 32, limit=1, progress=False)
+    assert lone.order_partners().tolist() == [-1]
+    assert pool.windows(np.arange(3), 6, ALIGNED, seed=0).rendered is None
 
 
 def test_timing_columns_are_checked(tmp_path):

@@ -150,3 +150,31 @@ def test_a_swapped_caption_is_a_negative_for_its_window():
             assert parts["temporal"] == 0.0 and parts["temporal_caption"] == 0.0
     assert parts["temporal_caption"] != pytest.approx(math.log(2), abs=1e-4)
     assert (grads[1] - grads[0]).abs().max() > 1e-6
+
+
+def test_a_rendered_order_swap_is_a_negative_for_its_window():
+    """The rendered order negative: frames identical to the window's own score the same, so its term is log 2
+    exactly; other frames move the loss and send a gradient into the image tower (their features are computed);
+    with no rows it counts for nothing."""
+    from hbci.train import batch_loss
+
+    ids, word_mask, frames, mask = _batch()
+    flags = dict(reverse=torch.zeros(4, dtype=torch.bool), cut=torch.zeros(4, dtype=torch.long))
+    model = _tiny(temporal_negative_weight=1.0)
+    rows = torch.tensor([0, 2, 3])
+    _, same = batch_loss(model, ids, word_mask, frames, mask, rendered=(frames[rows], rows), **flags)
+    assert same["temporal_rendered"] == pytest.approx(math.log(2), abs=1e-6)
+
+    # Other pixels (a rendered swap shows other frames, not a reordering; HBCI at init is order-blind)
+    other = torch.randn(frames[rows].shape, generator=torch.Generator().manual_seed(5))
+    image_param = model.clip.visual.conv1.weight
+    grads = []
+    for chosen, shown in ((rows[:0], other[:0]), (rows, other)):
+        model.zero_grad()
+        loss, parts = batch_loss(model, ids, word_mask, frames, mask, rendered=(shown, chosen), **flags)
+        loss.backward()
+        grads.append(image_param.grad.clone())
+        if not len(chosen):
+            assert parts["temporal"] == 0.0 and parts["temporal_rendered"] == 0.0
+    assert parts["temporal_rendered"] != pytest.approx(math.log(2), abs=1e-4)
+    assert (grads[1] - grads[0]).abs().max() > 1e-6

@@ -105,6 +105,19 @@ def test_wide_benchmark_layout_context_and_held_out_split(tmp_path):
         assert float(row["start"]) <= float(row["event_start"]) < float(row["event_end"]) <= float(row["end"])
         assert row["time_sensitive"] == "1"
         assert (row["order_cut"] != "") == (len(clip["events"]) == 2)
+    # A two-event clip and its group's order swap name each other, their events at the same times in the clip.
+    by_video = {row["video"]: (row, clip) for row, clip in zip(train_rows, meta["splits"]["train"])}
+    named = {v: row["order_negative"] for v, (row, _) in by_video.items() if row["order_negative"]}
+    assert named, "the 12 training clips hold a two-event group's base and its swap"
+    for video, partner in named.items():
+        (row, clip), (other, other_clip) = by_video[video], by_video[partner]
+        assert named[partner] == video and clip["group"] == other_clip["group"]
+        assert {clip["variant"], other_clip["variant"]} == {"base", "swap_order"}
+        assert [e["kind"] for e in clip["events"]] == [e["kind"] for e in reversed(other_clip["events"])]
+        assert float(row["order_cut"]) - float(row["start"]) == pytest.approx(
+            float(other["order_cut"]) - float(other["start"]))
+    assert all(not row["order_negative"] for row, clip in by_video.values() if clip["variant"] not in
+               ("base", "swap_order") or len(clip["events"]) < 2)
     # The clip inside its context is the clip itself: the rendered frames between start and end.
     row, clip = train_rows[0], meta["splits"]["train"][0]
     before = clip["context"]["before"]["frames"]

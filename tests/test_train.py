@@ -84,6 +84,26 @@ def test_unknown_override_is_a_clear_error(capsys, synth, tmp_path):
     assert "train.epochz" in err and "train.epochs" in err and "Traceback" not in err
 
 
+def test_rendered_order_negatives_are_trained_on_and_need_named_videos(synth, tmp_path, capsys):
+    import csv
+
+    out = tmp_path / "rendered"
+    assert run_train(synth, out, "model.rendered_order_negatives=true", "train.epochs=1") == 0
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    terms = [r["loss_temporal_rendered"] for r in steps if r["kind"] == "train"]
+    assert len(terms) == 32 // 8 and any(t > 0 for t in terms)
+    assert "training items have their scene with the events swapped" in capsys.readouterr().err
+    with (synth / "train.csv").open(newline="") as fh:  # the same split without the column
+        rows = [{k: v for k, v in row.items() if k != "order_negative"} for row in csv.DictReader(fh)]
+    with (synth / "unnamed.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    code = run_train(synth, tmp_path / "unnamed", "model.rendered_order_negatives=true", "data.train_split=unnamed")
+    err = capsys.readouterr().err
+    assert code == 2 and "names an order_negative video" in err and "Traceback" not in err
+
+
 def test_eval_cli_prints_both_directions(synth, tmp_path, capsys):
     out = tmp_path / "e"
     assert run_train(synth, out, "train.epochs=1") == 0

@@ -47,7 +47,8 @@ def _inputs(step: int):
 def _steps(dist: Distributed, config: ModelConfig = TINY) -> list[dict]:
     """STEPS AdamW steps on this process's slice of each global batch; loss and gradients after each backward.
     With a temporal negative weight, every window also has its reversal and (some) an order swap as negatives, and
-    with swapped-caption negatives (some) captions have their words in another order as the text-side negative."""
+    with swapped-caption negatives (some) captions have their words in another order as the text-side negative,
+    and with rendered order negatives some windows have other frames as theirs."""
     torch.manual_seed(0)
     model = HBCI(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-6)
@@ -62,8 +63,13 @@ def _steps(dist: Distributed, config: ModelConfig = TINY) -> list[dict]:
             other = ids.clone()
             other[:, 1:3] = other[:, 1:3].flip(1)  # two words swapped (the EOT stays at 3 or later)
             swapped = (other[rows], word_mask[rows], torch.tensor([1.0, 0.0, 1.0, 1.0])[rows])
+        rendered = None
+        if config.rendered_order_negatives:
+            other = frames.flip(0)  # another clip's frames stand in for the scene with its events swapped
+            chosen = torch.tensor([r - rows.start for r in (0, 2, 3) if rows.start <= r < rows.stop], dtype=torch.long)
+            rendered = (other[rows][chosen], chosen)
         loss, _ = batch_loss(model, ids[rows], word_mask[rows], frames[rows], frame_mask[rows], dist,
-                             reverse=reverse[rows], cut=cut[rows], swapped_captions=swapped)
+                             reverse=reverse[rows], cut=cut[rows], swapped_captions=swapped, rendered=rendered)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         sync_gradients(model, dist)
@@ -166,7 +172,8 @@ def test_two_processes_equal_one_on_the_same_global_batch(tmp_path):
 def test_two_processes_equal_one_with_temporal_negatives(tmp_path):
     """The temporal negatives of each process's windows and captions travel with the gathered packs: two processes
     still give the single-process loss and gradients."""
-    model = dataclasses.replace(TINY, temporal_negative_weight=1.0, swapped_caption_negatives=True)
+    model = dataclasses.replace(TINY, temporal_negative_weight=1.0, swapped_caption_negatives=True,
+                                rendered_order_negatives=True)
     config = dataclasses.replace(load_config("small"), model=model)
     workers = torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(tmp_path), config_to_dict(config), True),
                                           nprocs=2, join=False)

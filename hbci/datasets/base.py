@@ -18,7 +18,9 @@ class VideoItem:
     Optional timing for training windows (seconds from the video's start; see `hbci.data.draw_window`):
     event_start/event_end bound what the captions describe inside the span (default: the span), order_cut is where
     one described event ends and the next begins (swapping the parts before and after it contradicts the
-    captions), time_sensitive says the span played backwards contradicts them.
+    captions), time_sensitive says the span played backwards contradicts them, order_negative is another video of
+    the split showing the same scene with the described events in the other order, at the same times from its
+    span's start, which the captions must not match.
     """
 
     video_id: str
@@ -31,6 +33,7 @@ class VideoItem:
     event_end: float | None = None
     order_cut: float | None = None
     time_sensitive: bool = False
+    order_negative: Path | None = None
 
 
 Loader = Callable[..., list[VideoItem]]

@@ -6,7 +6,9 @@ one item in first-seen order, so several captions per video are the multi-captio
 Optional columns for training windows (`hbci.data.draw_window`; seconds from the video's start, empty for none):
 `event_start,event_end` (what the captions describe, inside [start, end]; default the span), `order_cut` (where
 the described events' order could be swapped), `time_sensitive` (1: the span played backwards contradicts the
-captions). The first row of an item gives them.
+captions), `order_negative` (another video of the split showing the same scene with the described events in the
+other order at the same times from its span's start; relative to the CSV's folder). The first row of an item gives
+them.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ def _timing(row: dict, where: str, start: float | None, end: float | None) -> di
     return {**timing, "time_sensitive": flag == "1"}
 
 
+def _resolve(csv_path: Path, video: str) -> Path:
+    return Path(video) if Path(video).is_absolute() else csv_path.parent / video
+
+
 def read_captions_csv(path: str | Path) -> list[VideoItem]:
     path = Path(path)
     if not path.is_file():
@@ -65,13 +71,15 @@ def read_captions_csv(path: str | Path) -> list[VideoItem]:
                 raise DatasetError(f"{where}: end {end} is not after start {start}")
             key = (video, start, end)
             if key not in items:
-                items[key] = {"captions": [], **_timing(row, where, start, end)}
+                negative = (row.get("order_negative") or "").strip()
+                items[key] = {"captions": [], **_timing(row, where, start, end),
+                              "order_negative": _resolve(path, negative) if negative else None}
             items[key]["captions"].append(caption)
     if not items:
         raise DatasetError(f"{path}: no rows")
     result = []
     for (video, start, end), entry in items.items():
-        video_path = Path(video) if Path(video).is_absolute() else path.parent / video
+        video_path = _resolve(path, video)
         video_id = Path(video).stem if start is None else f"{Path(video).stem}@{start:g}-{end if end is None else f'{end:g}'}"
         timing = {k: v for k, v in entry.items() if k != "captions"}
         result.append(VideoItem(video_id, video_path, tuple(entry["captions"]), start, end, **timing))

@@ -11,10 +11,12 @@ the wide world in the held-out look family (tiles) with held-out caption templat
 Training videos of the wide world hold their clip between neighbouring content, as a stream would: before and
 after the clip, up to `context` seconds each of (one third each) the clip's own scene at rest, idle filler after
 a cut, or part of another random clip after a cut. The train CSV then has the columns
-`video,caption,start,end,event_start,event_end,order_cut,time_sensitive` (seconds from the video's start; see
-`hbci.datasets.generic_csv`): [start, end] is the clip, [event_start, event_end] what its caption describes,
-order_cut the first frame of its second event, time_sensitive 1 when the clip played backwards contradicts its
-caption (every clip with an event). Evaluation splits hold bare clips (`video,caption`), cut exactly.
+`video,caption,start,end,event_start,event_end,order_cut,time_sensitive,order_negative` (seconds from the video's
+start; see `hbci.datasets.generic_csv`): [start, end] is the clip, [event_start, event_end] what its caption
+describes, order_cut the first frame of its second event, time_sensitive 1 when the clip played backwards
+contradicts its caption (every clip with an event), order_negative the video of the same scene with its two events
+in the other order (a two-event clip and its group's `swap_order` variant name each other; their events take the
+same times within the clip). Evaluation splits hold bare clips (`video,caption`), cut exactly.
 
 Files are overwritten in place; videos of an earlier, larger run in the same DIR are left alone (the CSVs and
 meta.json list only the current run's clips).
@@ -43,9 +45,9 @@ __all__ = ["generate", "SPLITS", "TRAIN_COLUMNS"]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "heldout")
 TRAIN_COLUMNS: tuple[str, ...] = ("video", "caption", "start", "end", "event_start", "event_end", "order_cut",
-                                  "time_sensitive")
+                                  "time_sensitive", "order_negative")
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "heldout": 3}
-_FORMAT = "hbci-synth/2"
+_FORMAT = "hbci-synth/3"
 _CONTEXT_KINDS = ("rest", "filler", "clip")
 
 
@@ -80,6 +82,17 @@ def _split_clips(seed: int, split: str, n: int, p_single: float, unique: bool,
         clips += [(group, label, spec) for label, spec in members[: n - len(clips)]]
         group += 1
     return clips
+
+
+def _order_partners(clips: list[tuple[int, str, ClipSpec]]) -> dict[int, int]:
+    """Clip index -> the index of the same scene with its two events in the other order: each two-event group's
+    base and its `swap_order` variant, both ways (when both are in the split)."""
+    where = {(group, label): i for i, (group, label, _) in enumerate(clips)}
+    partners = {}
+    for (group, label), i in where.items():
+        if label == "swap_order" and (group, "base") in where:
+            partners[i], partners[where[group, "base"]] = where[group, "base"], i
+    return partners
 
 
 def _captions_for(spec: ClipSpec, rng: np.random.Generator, count: int, phrasing: str) -> list[str]:
@@ -209,6 +222,7 @@ def generate(
         timed = split == "train" and context_frames > 0
         headers[split] = TRAIN_COLUMNS if timed else ("video", "caption")
         entries, rows = [], []
+        partners = _order_partners(clips)
         for i, (group, label, spec) in enumerate(clips):
             clip_id = f"{split}-{i:05d}"
             video = f"videos/{split}/{clip_id}.mp4"
@@ -221,7 +235,8 @@ def generate(
             if timed:
                 surround = _context(np.random.default_rng([seed, _SPLIT_CODES[split], i, 2]), context_frames,
                                     p_single)
-                timing = _timed_row(spec, surround["before"]["frames"], frames, fps)
+                partner = f"videos/{split}/{split}-{partners[i]:05d}.mp4" if i in partners else ""
+                timing = (*_timed_row(spec, surround["before"]["frames"], frames, fps), partner)
                 entry.update(context=surround, span=[timing[0], timing[1]])
                 rows += [(video, t, *timing) for t in texts]
             else:
