@@ -99,8 +99,9 @@ def temporal_negative_loss(positive: torch.Tensor, negative: torch.Tensor, valid
 
 
 def _diagonal(x: torch.Tensor) -> torch.Tensor:
-    """All-pairs tensor [Nt, Nv or 1, ...] -> matched pairs [B, ...]."""
-    n = x.shape[0]
+    """All-pairs tensor [Nt or 1, Nv or 1, ...] (a side that does not depend on the other has 1) -> matched pairs
+    [B, ...]."""
+    n = max(x.shape[0], x.shape[1])
     return x.expand(n, n, *x.shape[2:]).diagonal(0, 0, 1).movedim(-1, 0)
 
 

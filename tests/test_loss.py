@@ -178,3 +178,16 @@ def test_a_rendered_order_swap_is_a_negative_for_its_window():
             assert parts["temporal"] == 0.0 and parts["temporal_rendered"] == 0.0
     assert parts["temporal_rendered"] != pytest.approx(math.log(2), abs=1e-4)
     assert (grads[1] - grads[0]).abs().max() > 1e-6
+
+
+def test_full_hbci_with_mean_pooled_videos_trains():
+    """Level 3 with mean pooling has video concepts that do not depend on the text ([1, Nv, K, d]): the concept
+    decorrelation must still pair each text with its own video (it failed on the broadcast axis)."""
+    from hbci.train import batch_loss
+
+    ids, word_mask, frames, mask = _batch()
+    model = _tiny(video_pooling="mean", temporal_negative_weight=1.0)
+    loss, parts = batch_loss(model, ids, word_mask, frames, mask, reverse=torch.ones(4, dtype=torch.bool),
+                             cut=torch.zeros(4, dtype=torch.long))
+    assert torch.isfinite(loss) and parts["decorrelation"] > 0
+    loss.backward()
