@@ -3,7 +3,7 @@
 #   hbci-synth (synthetic benchmark) -> hbci-pretrain (backbone on still frames) -> hbci-train small ->
 #   export/build_engines.py (FP32+FP16, validated and calibrated on the val split) -> scripts/ship_demo_bundle.py
 #   (keep FP16 only) -> hbci-gallery (the background gallery behind per-query thresholds, from the FP16 encoder).
-# Needs the train extra (torch). About 15 minutes on a quiet 2-core CPU. Steps already done are reused:
+# Needs the train extra (torch). About 21 minutes on a quiet 2-core CPU. Steps already done are reused:
 #   SYNTH=/tmp/synth BACKBONE=/tmp/synth/backbone.pt CHECKPOINT=/tmp/runs/full/best.pt scripts/build_demo_bundle.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ CHECKPOINT=${CHECKPOINT:-$WORK/run/best.pt}
 PYTHON=${PYTHON:-python}
 
 if [ ! -f "$SYNTH/meta.json" ]; then
-  "$PYTHON" -m hbci.synth --out "$SYNTH" --seed 0 --workers "${WORKERS:-2}"
+  "$PYTHON" -m hbci.synth --out "$SYNTH" --seed 0 --train-captions 3 --workers "${WORKERS:-2}"
 fi
 if [ ! -f "$BACKBONE" ]; then
   "$PYTHON" -m hbci.pretrain --out "$BACKBONE" --no-progress
