@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hbci.synth import KINDS, variant_class
+from hbci.synth import KINDS, order_swap_partners, variant_class
 
 PAIRS = (("moves left", "moves right"), ("moves up", "moves down"))
 # A move kind's axis is the class of its reversal, as evaluation counts it.
@@ -120,12 +120,11 @@ def order_video(model, clips, entries: list, clip_frames: int) -> dict:
     from hbci.data import frames_to_tensor
     from hbci.evaluate import encode_texts
 
-    where = {(e["group"], e["variant"]): i for i, e in enumerate(entries) if e}
+    partners = order_swap_partners([(e["group"], e["variant"]) if e else None for e in entries])
     t = model.config.num_frames
     rows, rotated, swapped = [], [], []
-    for (group, label), i in where.items():
-        partner = where.get((group, {"base": "swap_order", "swap_order": "base"}.get(label)))
-        if partner is None or not clips.masks[i].all():
+    for i, partner in sorted(partners.items()):
+        if not clips.masks[i].all():
             continue
         cut = boundary_cut(entries[i]["events"], clip_frames, t)
         if 2 <= cut <= t - 2:

@@ -142,3 +142,9 @@ def test_classic_world_refuses_wide_only_settings(tmp_path):
         synth.generate(tmp_path, seed=0, n_train=1, n_val=1, n_test=1, world="classic", n_heldout=3)
     with pytest.raises(SystemExit):
         synth.main(["--out", str(tmp_path), "--world", "classic", "--context", "1.0", "--train", "1"])
+
+
+def test_order_swap_partners_pair_a_base_with_its_swap_only():
+    members = [("g0", "base"), ("g0", "reverse_0"), ("g0", "swap_order"), None, ("g1", "swap_order"),
+               ("g2", "base"), ("g2", "swap_order")]
+    assert synth.order_swap_partners(members) == {2: 0, 0: 2, 6: 5, 5: 6}  # g1 has no base in the split

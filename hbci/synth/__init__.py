@@ -20,13 +20,14 @@ from hbci.synth.render import object_colour, render_clip, write_video
 from hbci.synth.stream import StreamEvent, StreamSegment, make_stream
 from hbci.synth.world import (CLASSIC, COLOURS, EASES, HELD_OUT, KINDS, REVERSE, SHAPES, VARIANT_CLASSES, WIDE,
                               WORLDS, ClipSpec, Event, SceneObject, World, check_spec, clip_states, describe,
-                              event_frames, idle_spec, labelled_variants, random_spec, spec_from_dict, spec_to_dict,
-                              variant_class, variants)
+                              event_frames, idle_spec, labelled_variants, order_swap_partners, random_spec,
+                              spec_from_dict, spec_to_dict, variant_class, variants)
 
 __all__ = [
     "COLOURS", "SHAPES", "KINDS", "REVERSE", "EASES", "SceneObject", "Event", "ClipSpec", "World", "CLASSIC",
     "WIDE", "HELD_OUT", "WORLDS", "Look", "TRAIN_FAMILIES", "HELD_OUT_FAMILIES", "StreamEvent", "StreamSegment",
-    "random_spec", "idle_spec", "random_look", "variants", "labelled_variants", "VARIANT_CLASSES", "variant_class",
+    "random_spec", "idle_spec", "random_look", "variants", "labelled_variants", "order_swap_partners",
+    "VARIANT_CLASSES", "variant_class",
     "describe", "event_frames", "clip_states", "check_spec", "background", "camera_offsets", "render_clip",
     "object_colour", "SHAPE_WORDS",
     "PHRASINGS", "Phrasing", "noun", "caption", "parse_caption", "spec_to_dict", "spec_from_dict", "write_video",

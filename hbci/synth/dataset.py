@@ -39,7 +39,8 @@ from hbci.synth.captions import caption
 from hbci.synth.look import HELD_OUT_FAMILIES
 from hbci.synth.render import render_clip, write_video
 from hbci.synth.world import (CLASSIC, COLOURS, HELD_OUT, KINDS, SHAPES, WIDE, ClipSpec, World, describe,
-                              event_frames, idle_spec, labelled_variants, random_spec, spec_from_dict, spec_to_dict)
+                              event_frames, idle_spec, labelled_variants, order_swap_partners, random_spec,
+                              spec_from_dict, spec_to_dict)
 
 __all__ = ["generate", "SPLITS", "TRAIN_COLUMNS"]
 
@@ -82,17 +83,6 @@ def _split_clips(seed: int, split: str, n: int, p_single: float, unique: bool,
         clips += [(group, label, spec) for label, spec in members[: n - len(clips)]]
         group += 1
     return clips
-
-
-def _order_partners(clips: list[tuple[int, str, ClipSpec]]) -> dict[int, int]:
-    """Clip index -> the index of the same scene with its two events in the other order: each two-event group's
-    base and its `swap_order` variant, both ways (when both are in the split)."""
-    where = {(group, label): i for i, (group, label, _) in enumerate(clips)}
-    partners = {}
-    for (group, label), i in where.items():
-        if label == "swap_order" and (group, "base") in where:
-            partners[i], partners[where[group, "base"]] = where[group, "base"], i
-    return partners
 
 
 def _captions_for(spec: ClipSpec, rng: np.random.Generator, count: int, phrasing: str) -> list[str]:
@@ -222,7 +212,7 @@ def generate(
         timed = split == "train" and context_frames > 0
         headers[split] = TRAIN_COLUMNS if timed else ("video", "caption")
         entries, rows = [], []
-        partners = _order_partners(clips)
+        partners = order_swap_partners([(group, label) for group, label, _ in clips])
         for i, (group, label, spec) in enumerate(clips):
             clip_id = f"{split}-{i:05d}"
             video = f"videos/{split}/{clip_id}.mp4"

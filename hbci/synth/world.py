@@ -21,6 +21,7 @@ __all__ = [
     "COLOURS", "SHAPES", "KINDS", "REVERSE", "EASES", "SceneObject", "Event", "ClipSpec", "World", "CLASSIC",
     "WIDE", "HELD_OUT", "WORLDS", "random_spec", "idle_spec", "variants", "labelled_variants", "describe",
     "event_frames", "clip_states", "spec_to_dict", "spec_from_dict", "check_spec", "VARIANT_CLASSES", "variant_class",
+    "order_swap_partners",
 ]
 
 # RGB; saturated and far apart so they survive mp4v's 4:2:0 chroma at 64 px and a 32 px downscale.
@@ -325,6 +326,18 @@ def variant_class(label: str, kinds: list[str] | tuple[str, ...]) -> str:
     if label.startswith("reverse_"):
         return _REVERSE_CLASS[kinds[int(label.split("_")[1])]]
     return {"swap_order": "event order", "swap_colours": "colour swap"}[label]
+
+
+def order_swap_partners(members: list[tuple[object, str] | None]) -> dict[int, int]:
+    """For clips given as (group, variant label) (None: not a synthetic clip), index -> index of the same scene
+    with its two events in the other order: each group's base and its `swap_order` variant, both ways, where both
+    are present."""
+    where = {member: i for i, member in enumerate(members) if member is not None}
+    partners = {}
+    for (group, label), i in where.items():
+        if label == "swap_order" and (group, "base") in where:
+            partners[i], partners[where[group, "base"]] = where[group, "base"], i
+    return partners
 
 
 def variants(spec: ClipSpec) -> list[ClipSpec]:
