@@ -90,6 +90,7 @@ class DataConfig:
     window_shift: float = 1 / 3          # windows start up to this share of their clip's length early or late
     min_event_share: float = 0.6         # a shifted window keeps at least this share of the captioned events
     min_clip_share: float = 0.6          # and lies at least this share on its clip
+    each_event_share: bool = False       # two ordered events: min_event_share of each, not of the two together
     pool_frames: int = 48                # frames kept per training item around its span (more are subsampled)
 
     def __post_init__(self):

@@ -297,7 +297,7 @@ class FramePool:
         for row, i in enumerate(index):
             item, times = self.items[i], self.item_times(i)
             picked = draw_window(times, (item.start, item.end), (item.event_start, item.event_end), num_frames,
-                                 policy, np.random.default_rng([seed, int(i)]))
+                                 policy, np.random.default_rng([seed, int(i)]), item.order_cut)
             frames[row, :len(picked)] = self.frames[self.offsets[i] + picked]
             masks[row, :len(picked)] = True
             reverse[row] = item.time_sensitive
@@ -318,7 +318,8 @@ class FramePool:
 
 def window_policy(data_cfg) -> WindowPolicy:
     return WindowPolicy(max_shift=data_cfg.window_shift, min_event_share=data_cfg.min_event_share,
-                        min_clip_share=data_cfg.min_clip_share, random_frames=data_cfg.frame_sampling == "random")
+                        min_clip_share=data_cfg.min_clip_share, random_frames=data_cfg.frame_sampling == "random",
+                        each_event=data_cfg.each_event_share)
 
 
 def pool_span(times: np.ndarray, item: VideoItem, max_shift: float, most: int) -> np.ndarray:

@@ -11,7 +11,10 @@ windows the same way, from the frames around each clip (`hbci.data.FramePool`):
   caption describes (the item's event span) lies inside it and at least `min_clip_share` of the window lies on
   the clip. A draw that breaks the rule is drawn again (at most `tries` times, then the window is aligned).
   With the defaults (shift up to 1/3, both shares 0.6) a window 1 s off a 3 s clip whose events fill it still
-  matches (2/3 of each), and a shift that leaves most of a short event outside is never drawn.
+  matches (2/3 of each), and a shift that leaves most of a short event outside is never drawn. With
+  `each_event`, a caption of two ordered events (the item knows the time between them, `VideoItem.order_cut`)
+  needs `min_event_share` of *each* event inside: "X, then Y" is not what a window shows when it holds X and
+  the first fifth of Y, although that is 60 % of the two together.
 * **Frames.** The window's frames are cut into T equal segments and one random frame is taken from each (TSN
   style), instead of the segment centres the runtime takes; fewer than T frames are all taken (and masked).
 
@@ -38,6 +41,7 @@ class WindowPolicy:
     min_event_share: float = 0.6  # share of the described events that must lie inside the window
     min_clip_share: float = 0.6  # share of the window that must lie on the clip
     random_frames: bool = True  # a random frame per segment (False: the segment centres, as the runtime)
+    each_event: bool = False  # two ordered events: the event share is each event's (the smaller), not the union's
     tries: int = 10
 
     def __post_init__(self):
@@ -58,19 +62,22 @@ def random_segment_indices(num_available: int, num_frames: int, rng: np.random.G
     return bounds[:-1] + (rng.random(num_frames) * (bounds[1:] - bounds[:-1])).astype(np.int64)
 
 
-def overlap_shares(window: tuple[int, int], clip: tuple[int, int], events: tuple[int, int]) -> tuple[float, float]:
-    """(share of the events inside the window, share of the window on the clip), half-open frame ranges."""
+def overlap_shares(window: tuple[int, int], clip: tuple[int, int], events: tuple[int, int],
+                   cut: int | None = None) -> tuple[float, float]:
+    """(share of the events inside the window, share of the window on the clip), half-open frame ranges. With
+    `cut` (the first frame of the second of two events), the event share is the smaller of the two events'."""
     def inter(a, b):
         return max(0, min(a[1], b[1]) - max(a[0], b[0]))
 
-    events_len = max(events[1] - events[0], 1)
-    return inter(window, events) / events_len, inter(window, clip) / max(window[1] - window[0], 1)
+    parts = [events] if cut is None else [(events[0], cut), (cut, events[1])]
+    event_share = min(inter(window, part) / max(part[1] - part[0], 1) for part in parts)
+    return event_share, inter(window, clip) / max(window[1] - window[0], 1)
 
 
 def matches_caption(window: tuple[int, int], clip: tuple[int, int], events: tuple[int, int],
-                    policy: WindowPolicy) -> bool:
-    """The overlap rule (module docstring)."""
-    event_share, clip_share = overlap_shares(window, clip, events)
+                    policy: WindowPolicy, cut: int | None = None) -> bool:
+    """The overlap rule (module docstring); `cut` counts only with `policy.each_event`."""
+    event_share, clip_share = overlap_shares(window, clip, events, cut if policy.each_event else None)
     return event_share >= policy.min_event_share - 1e-9 and clip_share >= policy.min_clip_share - 1e-9
 
 
@@ -81,12 +88,17 @@ def _frame_range(times: np.ndarray, start: float | None, end: float | None) -> t
 
 def draw_window(times: np.ndarray, span: tuple[float | None, float | None],
                 event_span: tuple[float | None, float | None], num_frames: int, policy: WindowPolicy,
-                rng: np.random.Generator) -> np.ndarray:
+                rng: np.random.Generator, order_cut: float | None = None) -> np.ndarray:
     """Indices (into `times`, increasing, at most T) of the frames of one training window over the clip `span`
-    ([start, end] seconds, None open) whose captions describe `event_span` (None: the span)."""
+    ([start, end] seconds, None open) whose captions describe `event_span` (None: the span); `order_cut`: the
+    time the second of two ordered events begins (used with `policy.each_event`)."""
     clip = _frame_range(times, *span)
     events = _frame_range(times, event_span[0] if event_span[0] is not None else span[0],
                           event_span[1] if event_span[1] is not None else span[1])
+    cut = None
+    if policy.each_event and order_cut is not None:
+        cut = int(np.searchsorted(times, order_cut - 1e-6))
+        cut = cut if events[0] < cut < events[1] else None
     length = clip[1] - clip[0]
     most = int(np.floor(policy.max_shift * length + 1e-9))
     lo, hi = max(-most, -clip[0]), min(most, len(times) - clip[1])
@@ -94,7 +106,7 @@ def draw_window(times: np.ndarray, span: tuple[float | None, float | None],
     if hi > lo:
         for _ in range(policy.tries):
             candidate = int(rng.integers(lo, hi + 1))
-            if matches_caption((clip[0] + candidate, clip[1] + candidate), clip, events, policy):
+            if matches_caption((clip[0] + candidate, clip[1] + candidate), clip, events, policy, cut):
                 shift = candidate
                 break
     pick = (random_segment_indices(length, num_frames, rng) if policy.random_frames

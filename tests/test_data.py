@@ -183,6 +183,16 @@ def test_aligned_windows_are_the_evaluation_clips_and_flags_travel(tmp_path):
     drawn = [pool.windows(np.array([1]), 6, WindowPolicy(), seed=s) for s in range(30)]
     starts = {int(round(w.frames[0, 0, 16, 16, 0] / 8)) for w in drawn}
     assert min(starts) < 10 < max(starts)  # windows start early and late
+    # With each_event the item's order_cut counts: events 1.1-1.9 s are frames 11-19, cut at frame 15 into 4 and 5
+    # frames. 3 frames late keeps 2 of the first 4 (0.5, rejected; the union keeps 6 of 9); 3 early keeps 3 of 5.
+    # (Segment centres here, so a window's first frame tells its shift.)
+    def shifts(policy):
+        firsts = {int(round(pool.windows(np.array([1]), 6, policy, seed=s).frames[0, 0, 16, 16, 0] / 8))
+                  for s in range(30)}
+        return {f - 10 for f in firsts}
+
+    strict, loose = shifts(WindowPolicy(random_frames=False, each_event=True)), shifts(WindowPolicy(random_frames=False))
+    assert strict == {-3, -2, -1, 0, 1, 2} and loose == {-3, -2, -1, 0, 1, 2, 3}
     again = pool.windows(np.array([1]), 6, WindowPolicy(), seed=4)
     np.testing.assert_array_equal(again.frames, drawn[4].frames)
 

@@ -42,8 +42,44 @@ def test_a_window_a_third_off_a_full_clip_still_matches_but_not_one_off_a_short_
     assert not matches_caption((8, 32), (0, 24), (0, 10), policy)   # the short event is mostly outside
 
 
+def test_each_event_share_is_the_smaller_events_against_a_set_count():
+    rng = np.random.default_rng(3)
+    frames = lambda r: set(range(*r))  # noqa: E731
+    for _ in range(300):
+        window = tuple(sorted(rng.integers(0, 40, 2) + [0, 1]))
+        start, cut, end = sorted(rng.choice(40, 3, replace=False))
+        event, _ = overlap_shares(window, (0, 40), (start, end), cut)
+        naive = min(len(frames(window) & frames(p)) / len(frames(p)) for p in ((start, cut), (cut, end)))
+        assert event == pytest.approx(naive)
+
+
+def test_each_event_rule_rejects_a_window_that_shows_little_of_the_second_event():
+    # A 3 s clip of two 1.5 s events (frames 0-11 and 12-23) at 8 fps, the window 7 frames (0.875 s) late: 17 of 24
+    # frames of the two together (0.71), but only 5 of the first event's 12 (0.42).
+    union, each = WindowPolicy(), WindowPolicy(each_event=True)
+    assert matches_caption((7, 31), (0, 24), (0, 24), union, cut=12)       # the cut counts only with each_event
+    assert not matches_caption((7, 31), (0, 24), (0, 24), each, cut=12)
+    assert matches_caption((4, 28), (0, 24), (0, 24), each, cut=12)        # 0.5 s late: 8/12 and 12/12
+    assert matches_caption((7, 31), (0, 24), (0, 24), each, cut=None)      # one event: the union rule
+
+
 def _times(n: int, fps: float = 8.0) -> np.ndarray:
     return np.arange(n) / fps
+
+
+def test_draw_window_with_each_event_keeps_both_events_of_an_ordered_clip():
+    rng = np.random.default_rng(4)
+    times = _times(44)
+    span, events, order_cut = (10 / 8, 33 / 8), (10 / 8, 33 / 8), 22 / 8  # events at frames 10-21 and 22-33
+    loose, strict = WindowPolicy(random_frames=False), WindowPolicy(random_frames=False, each_event=True)
+    shifts = {name: set() for name in ("loose", "strict")}
+    for _ in range(300):
+        for name, policy in (("loose", loose), ("strict", strict)):
+            idx = draw_window(times, span, events, 12, policy, rng, order_cut)
+            shifts[name].add(int(idx[0] - 10 - sample_indices(24, 12)[0]))
+    # 12-frame events keep 0.6 of each only within 4 frames; the union rule allows 8 (2/3 of 24 still inside).
+    assert max(abs(s) for s in shifts["strict"]) <= 4 and max(abs(s) for s in shifts["loose"]) > 4
+    assert min(shifts["strict"]) < 0 < max(shifts["strict"])
 
 
 def test_draw_window_keeps_length_and_rule_and_stays_inside_the_video():
