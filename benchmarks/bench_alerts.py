@@ -42,7 +42,8 @@ from hbci.runtime.gallery import DEFAULT_FALSE_ALARM_RATE, load_gallery, query_t
 from hbci.runtime.monitor import DEFAULT_SMOOTHING, DEFAULT_STRIDE, DEFAULT_WINDOW, Monitor
 from hbci.runtime.retriever import Retriever
 from hbci.runtime.sources import open_source
-from hbci.synth import VARIANT_CLASSES, caption, describe, labelled_variants, make_stream, random_spec, variant_class
+from hbci.synth import (VARIANT_CLASSES, caption, describe, labelled_variants, make_stream, parse_caption, random_spec,
+                        variant_class)
 
 KINDS = ("positive", "hard_negative", "unrelated")
 
@@ -134,6 +135,7 @@ def evaluate(retriever: Retriever, cases: list[dict], window: float, stride: flo
     on, off = resolve_thresholds(retriever.bundle.thresholds, threshold_on, threshold_off, retriever.bundle_id)
     totals = {k: {"tp": 0, "fp": 0, "ignored": 0, "found": 0, "occurrences": 0, "queries": 0} for k in KINDS}
     by_variant = {c: {"queries": 0, "fp": 0} for c in VARIANT_CLASSES}  # the hard negatives, by what they change
+    by_events = {kind: {n: {"queries": 0, "fp": 0} for n in (1, 2)} for kind in KINDS}  # by events in the query
     for case in cases:
         alerts = alerts_from_events(replay(case, on, off, smoothing, retriever.bundle_id,
                                            case["per_query"] if per_query else None))
@@ -143,6 +145,10 @@ def evaluate(retriever: Retriever, cases: list[dict], window: float, stride: flo
             for key, value in result.items():
                 totals[kind][key] += value
             totals[kind]["queries"] += 1
+            events = _event_count(text)
+            if events in (1, 2):
+                by_events[kind][events]["queries"] += 1
+                by_events[kind][events]["fp"] += result["fp"]
             if text in case["variant_of"]:
                 by_variant[case["variant_of"][text]]["queries"] += 1
                 by_variant[case["variant_of"][text]]["fp"] += result["fp"]
@@ -159,7 +165,15 @@ def evaluate(retriever: Retriever, cases: list[dict], window: float, stride: flo
             "precision_without_hard_negatives": tp / max(tp + easy_fp, 1),
             "f1": 2 * precision * recall / max(precision + recall, 1e-12), "tp": tp, "fp": fp,
             "ignored": sum(t["ignored"] for t in totals.values()), "by_kind": totals,
-            "hard_negatives_by_variant": by_variant}
+            "hard_negatives_by_variant": by_variant, "false_alerts_by_events": by_events}
+
+
+def _event_count(query: str) -> int | None:
+    """How many events a synthetic-vocabulary query names (None if the caption parser cannot read it)."""
+    try:
+        return len(parse_caption(query.lower()))
+    except ValueError:
+        return None
 
 
 def _print_result(result: dict) -> None:
@@ -173,6 +187,9 @@ def _print_result(result: dict) -> None:
         print(f"  {kind:13s} {t['queries']:4d} queries: {t['tp']} true, {t['fp']} false alerts{extra}")
     print("  hard-negative false alerts by what the query changes: " + ", ".join(
         f"{c} {v['fp']} ({v['queries']} queries)" for c, v in result["hard_negatives_by_variant"].items()))
+    print("  false alerts by events in the query: " + "; ".join(
+        f"{kind} " + ", ".join(f"{n}-event {v['fp']} ({v['queries']} queries)" for n, v in per.items())
+        for kind, per in result["false_alerts_by_events"].items()))
 
 
 def main(argv=None) -> int:

@@ -1,12 +1,11 @@
-"""benchmarks/bench_alerts.py: every hard-negative query of a stream is filed under what it changes, and the
-per-variant false-alert counts add up to the hard-negative total."""
+"""benchmarks/bench_alerts.py: every hard-negative query of a stream is filed under what it changes and under how
+many events it names, and the per-variant and per-event-count false-alert counts add up to each kind's total."""
 
 from types import SimpleNamespace
 
 import numpy as np
 
-from hbci.synth import VARIANT_CLASSES
-
+from hbci.synth import VARIANT_CLASSES, parse_caption
 
 
 def test_hard_negatives_are_filed_by_variant_and_counted(tmp_path, benchmark_script):
@@ -26,3 +25,10 @@ def test_hard_negatives_are_filed_by_variant_and_counted(tmp_path, benchmark_scr
     by_variant = result["hard_negatives_by_variant"]
     assert sum(v["queries"] for v in by_variant.values()) == len(hard)
     assert sum(v["fp"] for v in by_variant.values()) == result["by_kind"]["hard_negative"]["fp"] == len(hard)
+    by_events = result["false_alerts_by_events"]
+    for kind, total in result["by_kind"].items():
+        assert sum(v["queries"] for v in by_events[kind].values()) == total["queries"]
+        assert sum(v["fp"] for v in by_events[kind].values()) == total["fp"]
+    two_event_hard = sum(len(parse_caption(q.lower())) == 2 for q in hard)
+    assert 0 < two_event_hard < len(hard)  # both kinds occur in this stream
+    assert by_events["hard_negative"][2]["queries"] == by_events["hard_negative"][2]["fp"] == two_event_hard
