@@ -75,7 +75,7 @@ def test_hbci_run_demo(tmp_path, trained_bundle):
     assert "Traceback" not in result.stderr
     assert f"query '{DEMO_QUERIES[0]}': 2 occurrence(s), 2 alert(s)" in result.stderr
     assert "2/2 found, 0 false alert(s)" in result.stderr
-    # The near miss: whatever it raises is reported as false alerts (the bundle before this one raised one).
+    # The near miss: whatever it raises is reported as false alerts (the shipped bundle raises one, docs/runtime.md).
     line = next(x for x in result.stderr.splitlines() if x.startswith(f"query '{DEMO_QUERIES[1]}'"))
     alerts = int(line.split(": 0 occurrence(s), ")[1].split(" alert(s)")[0])
     assert line.endswith(f"0/0 found, {alerts} false alert(s)")
