@@ -46,6 +46,7 @@ class ModelConfig:
     temporal_negative_weight: float = 0.0  # weight of the loss against a window's time-reversed / order-swapped self
     swapped_caption_negatives: bool = False  # with it, also against its caption's two clauses exchanged (text side)
     rendered_order_negatives: bool = False  # and against its scene filmed with the events swapped (order_negative)
+    partial_window_negatives: bool = False  # and against a window with one event whole, little of the other
 
     def __post_init__(self):
         checks = [
@@ -63,6 +64,8 @@ class ModelConfig:
              "swapped_caption_negatives needs temporal_negative_weight > 0 (its weight)"),
             (not self.rendered_order_negatives or self.temporal_negative_weight > 0,
              "rendered_order_negatives needs temporal_negative_weight > 0 (its weight)"),
+            (not self.partial_window_negatives or self.temporal_negative_weight > 0,
+             "partial_window_negatives needs temporal_negative_weight > 0 (its weight)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -31,7 +31,7 @@ from hbci.datasets import DATASETS, VideoItem, check_videos, load_split
 from hbci.framecache import CacheSpec, FrameCache, read_span, span_indices, timestamps
 from hbci.runtime.errors import ConfigError, DatasetError, VideoError
 from hbci.runtime.video import CLIP_MEAN, CLIP_STD, load_clip, normalize, read_indices, resize_center_crop, sample_indices
-from hbci.sampling import WindowPolicy, draw_window
+from hbci.sampling import WindowPolicy, draw_window, partial_windows
 
 __all__ = ["ClipSet", "FramePool", "WindowBatch", "decode_clips", "decode_pool", "load_items", "load_clipset",
            "load_pool", "cached_clipset", "cached_pool", "pool_span", "window_policy", "default_workers",
@@ -253,6 +253,9 @@ class WindowBatch:
     cut: np.ndarray  # int64 [B]: frames [cut:] then [:cut] put its events in the other order; 0: no such cut
     rendered: np.ndarray | None = None  # uint8 [B, T, S, S, 3]: the same window of the item's order_negative video
     rendered_valid: np.ndarray | None = None  # bool [B]: it exists and the window shows both events
+    partial: np.ndarray | None = None  # int64 [B, T]: a window holding one event whole and little of the other,
+    #                                    as flat indices (row * T + frame) into this batch's frames (`partial_window`)
+    partial_valid: np.ndarray | None = None  # bool [B]: the row has one
 
 
 @dataclass
@@ -281,12 +284,15 @@ class FramePool:
                          for item in self.items], dtype=np.int64)
 
     def windows(self, index: np.ndarray, num_frames: int, policy: WindowPolicy, seed: int,
-                partners: np.ndarray | None = None) -> WindowBatch:
+                partners: np.ndarray | None = None, partial: bool = False) -> WindowBatch:
         """One window per item of `index`, drawn by `hbci.sampling.draw_window` with a generator seeded by
         (seed, item): the same windows in one process or split over several, and after a resume.
 
         partners (`order_partners()`): also cut the same window, at the same times from the span's start, out of
-        each item's order-swapped video, valid where the window shows part of both events (as `cut`)."""
+        each item's order-swapped video, valid where the window shows part of both events (as `cut`).
+
+        partial: also give each two-event window a partial negative (`hbci.sampling.partial_window`), spliced from
+        this batch's frames, its neighbour being the next full row's window."""
         b = len(index)
         size = self.frames.shape[1:]
         frames = np.zeros((b, num_frames, *size), np.uint8)
@@ -294,6 +300,7 @@ class FramePool:
         reverse, cut = np.zeros(b, bool), np.zeros(b, np.int64)
         rendered = np.zeros_like(frames) if partners is not None else None
         rendered_valid = np.zeros(b, bool) if partners is not None else None
+        slots = np.zeros((b, 3), np.int64)  # per row: window frames before the first event, the cut, the end
         for row, i in enumerate(index):
             item, times = self.items[i], self.item_times(i)
             picked = draw_window(times, (item.start, item.end), (item.event_start, item.event_end), num_frames,
@@ -304,10 +311,18 @@ class FramePool:
             if item.order_cut is not None:
                 k = int((times[picked] < item.order_cut - 1e-6).sum())
                 cut[row] = k if 2 <= k <= len(picked) - 2 else 0  # both parts must show something of an event
+                first = item.event_start if item.event_start is not None else item.start
+                last = item.event_end if item.event_end is not None else item.end
+                slots[row] = [(times[picked] < first - 1e-6).sum() if first is not None else 0, k,
+                              (times[picked] < last - 1e-6).sum() if last is not None else len(picked)]
             if partners is not None and cut[row] > 0 and partners[i] >= 0:
                 rendered[row, :len(picked)] = self._frames_at(int(partners[i]), times[picked] - (item.start or 0.0))
                 rendered_valid[row] = True
-        return WindowBatch(frames, masks, reverse, cut, rendered, rendered_valid)
+        partial_order, partial_valid = None, None
+        if partial:
+            rngs = [np.random.default_rng([seed, int(i), 1]) for i in index]
+            partial_order, partial_valid = partial_windows(masks, cut, slots, policy.min_event_share * 2 / 3, rngs)
+        return WindowBatch(frames, masks, reverse, cut, rendered, rendered_valid, partial_order, partial_valid)
 
     def _frames_at(self, index: int, offsets: np.ndarray) -> np.ndarray:
         """Item `index`'s frames nearest to `offsets` seconds from its span's start."""

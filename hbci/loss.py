@@ -20,6 +20,10 @@ The rotated window (its frames [cut:] before [:cut]) is given away by the jump a
 swap has. With `model.rendered_order_negatives` a two-event window is also scored against the same window of its
 scene rendered with the events in the other order (the training split's `order_negative` videos): the same
 two-way term, with nothing but the order to tell them apart.
+
+With `model.partial_window_negatives` a two-event window is also scored against a window that holds one of its
+events whole and little of the other (`hbci.sampling.partial_windows`, spliced from the batch's frame features):
+what a stream shows its caption a second early or late, where look-alike captions fired.
 """
 
 from __future__ import annotations

@@ -15,6 +15,13 @@ windows the same way, from the frames around each clip (`hbci.data.FramePool`):
   `each_event`, a caption of two ordered events (the item knows the time between them, `VideoItem.order_cut`)
   needs `min_event_share` of *each* event inside: "X, then Y" is not what a window shows when it holds X and
   the first fifth of Y, although that is 60 % of the two together.
+* **Partial negatives** (`partial_windows`, with `model.partial_window_negatives`). The windows that fool a
+  two-event caption in a stream hold one event whole and only the edge of the other (a window 1 s late on two
+  1.5 s events). Such a window is spliced from a batch's frames, no new backbone pass: the window's own frames
+  from the last few of the first event on, then the next window's first frames (as a window that starts late
+  and runs into the next clip), or the other way round (the end of the next window, then the first event and
+  the first few frames of the second). It keeps at most two thirds of `min_event_share` of the cut event, so it
+  breaks the overlap rule with room to spare, and the caption must score its own window above it.
 * **Frames.** The window's frames are cut into T equal segments and one random frame is taken from each (TSN
   style), instead of the segment centres the runtime takes; fewer than T frames are all taken (and masked).
 
@@ -32,7 +39,7 @@ from hbci.framecache import span_indices
 from hbci.runtime.video import sample_indices
 
 __all__ = ["WindowPolicy", "ALIGNED", "random_segment_indices", "overlap_shares", "matches_caption",
-           "draw_window"]
+           "draw_window", "partial_window", "partial_windows"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +119,38 @@ def draw_window(times: np.ndarray, span: tuple[float | None, float | None],
     pick = (random_segment_indices(length, num_frames, rng) if policy.random_frames
             else sample_indices(length, num_frames))
     return clip[0] + shift + pick
+
+
+def partial_window(row: int, donor: int, num_frames: int, slots: tuple[int, int, int], share: float,
+                   late: bool) -> np.ndarray:
+    """Flat frame indices (row * T + frame) [T] of a window that holds one of row's two events whole and `share`
+    of the other. slots: (frames before the first event, frames before the second (the cut), frames before the
+    events' end) of row's window. late: the first event's last frames, everything from the cut on, then donor's
+    first frames; else donor's last frames, row's frames up to the cut, then the second event's first frames."""
+    first, cut, end = slots
+    t = num_frames
+    if late:
+        start = cut - int(np.floor(share * (cut - first) + 1e-9))
+        own, other = np.arange(start, t), np.arange(0, start)
+        return np.concatenate([row * t + own, donor * t + other])
+    stop = cut + int(np.floor(share * (end - cut) + 1e-9))
+    return np.concatenate([donor * t + np.arange(stop, t), row * t + np.arange(0, stop)])
+
+
+def partial_windows(masks: np.ndarray, cut: np.ndarray, slots: np.ndarray, max_share: float,
+                    rngs: list[np.random.Generator]) -> tuple[np.ndarray, np.ndarray]:
+    """A partial negative (`partial_window`) for every full window [B, T] that shows two events (cut > 0): the
+    share kept uniform in [0, max_share), the side at random, the donor the next full window (cyclically).
+    Returns (flat indices [B, T], valid [B]); invalid rows keep their own frames."""
+    b, t = masks.shape
+    order = np.arange(b * t, dtype=np.int64).reshape(b, t)
+    valid = np.zeros(b, bool)
+    full = np.flatnonzero(masks.all(1))
+    for row in np.flatnonzero((cut > 0) & masks.all(1)):
+        if len(full) < 2:
+            break
+        donor = int(full[(np.searchsorted(full, row) + 1) % len(full)])
+        share, late = rngs[row].random() * max_share, bool(rngs[row].random() < 0.5)
+        order[row] = partial_window(int(row), donor, t, tuple(int(x) for x in slots[row]), share, late)
+        valid[row] = True
+    return order, valid

@@ -98,7 +98,8 @@ def batch_loss(model: HBCI, ids: torch.Tensor, word_mask: torch.Tensor, frames: 
                frame_mask: torch.Tensor, dist: Distributed = Distributed(), amp_dtype: torch.dtype | None = None,
                reverse: torch.Tensor | None = None, cut: torch.Tensor | None = None,
                swapped_captions: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-               rendered: tuple[torch.Tensor, torch.Tensor] | None = None):
+               rendered: tuple[torch.Tensor, torch.Tensor] | None = None,
+               partial: tuple[torch.Tensor, torch.Tensor] | None = None):
     """This process's slice of the global batch -> (loss over the global batch, its parts).
 
     reverse [b] (0/1) and cut [b] (see `hbci.data.WindowBatch`) give each window's temporal negatives, scored when
@@ -106,7 +107,9 @@ def batch_loss(model: HBCI, ids: torch.Tensor, word_mask: torch.Tensor, frames: 
     swapped_captions (ids [b, L], mask [b, L], valid [b] 0/1): each window's caption with its events told in the
     other order (`hbci.caption_order`), scored against the window the same way. rendered (frames [n, T, 3, S, S],
     rows [n]): for those rows of the batch, the same window of the scene rendered with its events in the other
-    order (`hbci.data.FramePool.order_partners`), the video-side order negative without the jump of a cut."""
+    order (`hbci.data.FramePool.order_partners`), the video-side order negative without the jump of a cut.
+    partial (flat frame indices [b, T], valid [b]; `hbci.data.WindowBatch.partial`): a window of this slice's frames
+    holding one of the two events whole and little of the other."""
     with torch.autocast(dist.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         feats = model.frame_features(frames)
         video = model.video_pack(feats, frame_mask)
@@ -125,6 +128,9 @@ def batch_loss(model: HBCI, ids: torch.Tensor, word_mask: torch.Tensor, frames: 
                 shown = model.frame_features(rendered_frames).to(feats.dtype)
                 rendered_feats = rendered_feats.index_put((rows,), shown)
             kinds["rendered"] = (rendered_feats, valid)
+        if model.config.temporal_negative_weight > 0 and partial is not None:
+            order, valid = partial
+            kinds["partial"] = (feats.flatten(0, 1)[order], valid)
         for name, (negative_feats, valid) in kinds.items():
             video |= {f"{name}/{k}": v for k, v in model.video_pack(negative_feats, frame_mask).items()}
             video[f"{name}/valid"] = valid.to(feats.dtype)
@@ -267,7 +273,8 @@ def _train_step(run: _Run, pool: FramePool, captions: list[list[str]], index: np
                 window_seed: int) -> dict[str, float]:
     """One optimiser step on the windows of `index` (this process's slice)."""
     model, dist, mcfg = run.model, run.dist, run.config.model
-    windows = pool.windows(index, mcfg.num_frames, window_policy(run.config.data), window_seed, run.partners)
+    windows = pool.windows(index, mcfg.num_frames, window_policy(run.config.data), window_seed, run.partners,
+                           partial=mcfg.partial_window_negatives)
     texts = [captions[i][picks[i] % len(captions[i])] for i in index]
     frames = frames_to_tensor(windows.frames).to(dist.device, non_blocking=True)
     mask = torch.from_numpy(windows.masks).float().to(dist.device)
@@ -284,9 +291,13 @@ def _train_step(run: _Run, pool: FramePool, captions: list[list[str]], index: np
         rows = np.flatnonzero(windows.rendered_valid)
         rendered = (frames_to_tensor(windows.rendered[rows]).to(dist.device, non_blocking=True),
                     torch.from_numpy(rows).to(dist.device))
+    partial = None
+    if windows.partial is not None:
+        partial = (torch.from_numpy(windows.partial).to(dist.device),
+                   torch.from_numpy(windows.partial_valid).to(dist.device))
     loss, parts = batch_loss(model, ids.to(dist.device), word_mask.to(dist.device), frames, mask, dist,
                              run.amp_dtype, torch.from_numpy(windows.reverse).to(dist.device),
-                             torch.from_numpy(windows.cut).to(dist.device), swapped, rendered)
+                             torch.from_numpy(windows.cut).to(dist.device), swapped, rendered, partial)
     run.optimizer.zero_grad(set_to_none=True)
     (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
     sync_gradients(model, dist)

@@ -45,17 +45,16 @@ def test_invalid_choice_is_refused():
 def test_caption_negatives_need_a_temporal_weight_and_ablation_rows_without_one_drop_them(tmp_path):
     from hbci.ablation import ROWS, row_config
 
-    options = ("swapped_caption_negatives", "rendered_order_negatives")
+    options = ("swapped_caption_negatives", "rendered_order_negatives", "partial_window_negatives")
     for option in options:
         alone = [f"model.{o}={str(o == option).lower()}" for o in options]
         with pytest.raises(ConfigError, match=option):
             apply_overrides(load_config("small"), ["model.temporal_negative_weight=0", *alone])
-    base = apply_overrides(load_config("small"), ["model.swapped_caption_negatives=true",
-                                                  "model.rendered_order_negatives=true"])
-    for index in range(len(ROWS)):  # every row builds, and a row without temporal negatives has neither
+    base = apply_overrides(load_config("small"), [f"model.{option}=true" for option in options])
+    for index in range(len(ROWS)):  # every row builds, and a row without temporal negatives has none of them
         model = row_config(base, index, tmp_path).model
-        assert model.swapped_caption_negatives == (model.temporal_negative_weight > 0)
-        assert model.rendered_order_negatives == (model.temporal_negative_weight > 0)
+        for option in options:
+            assert getattr(model, option) == (model.temporal_negative_weight > 0)
 
 
 def test_round_trip():

@@ -197,6 +197,34 @@ def test_aligned_windows_are_the_evaluation_clips_and_flags_travel(tmp_path):
     np.testing.assert_array_equal(again.frames, drawn[4].frames)
 
 
+def test_partial_negatives_splice_one_event_whole_with_the_next_window(tmp_path):
+    """Item b's aligned window (6 centres: frames 10, 12, 14 | 16, 18, 20; events 1.1-1.9 s, so 12, 14 | 16, 18)
+    gets partial negatives spliced with item a's window; item a (one event) gets none."""
+    from hbci.data import load_pool
+    from hbci.sampling import ALIGNED
+
+    _pool_data(tmp_path)
+    pool = load_pool(_config(tmp_path).data, "train", 32, progress=False)
+    assert pool.windows(np.arange(2), 6, ALIGNED, seed=0).partial is None
+    levels = lambda frames: np.round(frames[..., 16, 16, 0].astype(int) / 8).astype(int).tolist()  # noqa: E731
+    seen = set()
+    for seed in range(20):
+        batch = pool.windows(np.arange(2), 6, ALIGNED, seed=seed, partial=True)
+        assert batch.partial_valid.tolist() == [False, True] and batch.partial[0].tolist() == list(range(6))
+        spliced = levels(batch.frames.reshape(12, *batch.frames.shape[2:])[batch.partial[1]])
+        own = [f for f, i in zip(spliced, batch.partial[1]) if i // 6 == 1]
+        a = levels(batch.frames[0])
+        # Under 40 % of a 2-frame event is none of it. Late: the second event and after, then a's first frames;
+        # early: a's last frames, then everything before the second event.
+        if batch.partial[1][0] // 6 == 1:
+            seen.add("late")
+            assert own == [16, 18, 20] and spliced[3:] == a[:3]
+        else:
+            seen.add("early")
+            assert own == [10, 12, 14] and spliced[:3] == a[3:]
+    assert seen == {"late", "early"}
+
+
 def test_windows_cut_the_same_times_out_of_the_order_swapped_video(tmp_path):
     """A two-event item's order_negative video gives the window at the same times from its own span's start (here
     1.0 s later in a video of the same grey ramp: 10 frames on), only for windows that show both events; items without one, or

@@ -180,6 +180,28 @@ def test_a_rendered_order_swap_is_a_negative_for_its_window():
     assert (grads[1] - grads[0]).abs().max() > 1e-6
 
 
+def test_a_partial_window_is_a_negative_spliced_from_the_batch_features():
+    """The partial negative gathers the batch's frame features by flat index: the identity splice scores as the
+    window itself (log 2 exactly); a splice with another window's frames moves the term; no valid row, nothing."""
+    from hbci.train import batch_loss
+
+    ids, word_mask, frames, mask = _batch()
+    b, t = mask.shape
+    flags = dict(reverse=torch.zeros(b, dtype=torch.bool), cut=torch.zeros(b, dtype=torch.long))
+    model = _tiny(temporal_negative_weight=1.0)
+    identity = torch.arange(b * t).reshape(b, t)
+    _, same = batch_loss(model, ids, word_mask, frames, mask, partial=(identity, torch.ones(b, dtype=torch.bool)),
+                         **flags)
+    assert same["temporal_partial"] == pytest.approx(math.log(2), abs=1e-6)
+    spliced = identity.clone()
+    spliced[0, t // 2:] = identity[1, : t - t // 2]  # row 0's first half, then row 1's first frames
+    _, none = batch_loss(model, ids, word_mask, frames, mask, partial=(spliced, torch.zeros(b, dtype=torch.bool)),
+                         **flags)
+    assert none["temporal"] == 0.0 and none["temporal_partial"] == 0.0
+    _, moved = batch_loss(model, ids, word_mask, frames, mask, partial=(spliced, torch.arange(b) == 0), **flags)
+    assert moved["temporal_partial"] != pytest.approx(math.log(2), abs=1e-4)
+
+
 def test_full_hbci_with_mean_pooled_videos_trains():
     """Level 3 with mean pooling has video concepts that do not depend on the text ([1, Nv, K, d]): the concept
     decorrelation must still pair each text with its own video (it failed on the broadcast axis)."""

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from hbci.runtime.video import sample_indices
-from hbci.sampling import ALIGNED, WindowPolicy, draw_window, matches_caption, overlap_shares, random_segment_indices
+from hbci.sampling import (ALIGNED, WindowPolicy, draw_window, matches_caption, overlap_shares, partial_window,
+                           partial_windows, random_segment_indices)
 
 
 def test_random_segment_indices_take_one_frame_per_segment():
@@ -121,3 +122,42 @@ def test_bad_policies_are_refused():
         WindowPolicy(max_shift=1.0)
     with pytest.raises(ValueError):
         WindowPolicy(min_event_share=0.0)
+
+
+def test_a_partial_window_holds_one_event_whole_and_the_edge_of_the_other():
+    # T 12, the first event on frames 1-5, the second on 6-10 (frames 0 and 11 hold neither); row 2, donor 5.
+    late = partial_window(2, 5, 12, (1, 6, 11), 0.4, late=True)  # keeps floor(0.4 * 5) = 2 of the first event
+    assert late.tolist() == [2 * 12 + f for f in range(4, 12)] + [5 * 12 + f for f in range(4)]
+    early = partial_window(2, 5, 12, (1, 6, 11), 0.2, late=False)  # keeps 1 of the second
+    assert early.tolist() == [5 * 12 + f for f in range(7, 12)] + [2 * 12 + f for f in range(7)]
+    assert partial_window(2, 5, 12, (1, 6, 11), 0.0, late=True).tolist()[:6] == [2 * 12 + f for f in range(6, 12)]
+
+
+def test_partial_windows_break_the_overlap_rule_of_the_cut_event_only():
+    rng = np.random.default_rng(3)
+    t, max_share = 12, 0.4
+    for _ in range(200):
+        b = int(rng.integers(1, 7))
+        masks = np.ones((b, t), bool)
+        masks[rng.random(b) < 0.2, int(rng.integers(1, t)):] = False  # some short windows: never used
+        slots = np.array([sorted(rng.integers(0, t + 1, 3)) for _ in range(b)])
+        cut = np.where((slots[:, 1] - slots[:, 0] >= 2) & (slots[:, 2] - slots[:, 1] >= 2), slots[:, 1], 0)
+        cut[rng.random(b) < 0.2] = 0  # one-event windows
+        rngs = [np.random.default_rng([4, row]) for row in range(b)]
+        order, valid = partial_windows(masks, cut, slots, max_share, rngs)
+        full = masks.all(1)
+        assert valid.tolist() == ((cut > 0) & full & (full.sum() >= 2)).tolist()
+        for row in range(b):
+            if not valid[row]:
+                assert order[row].tolist() == list(range(row * t, row * t + t))
+                continue
+            rows, frames = np.divmod(order[row], t)
+            donor = set(rows.tolist()) - {row}
+            assert len(donor) <= 1 and all(full[d] for d in donor)
+            own = set(frames[rows == row].tolist())
+            assert frames[rows == row].tolist() == sorted(own) and len(order[row]) == t  # a contiguous run, in order
+            first, second = set(range(slots[row, 0], cut[row])), set(range(cut[row], slots[row, 2]))
+            kept = [len(own & first) / len(first), len(own & second) / len(second)]
+            assert sorted(kept)[1] == 1.0 and sorted(kept)[0] < max_share  # one event whole, little of the other
+            late = kept[0] < 1.0
+            assert (rows[0] == row) == late  # a late window starts on its own frames; an early one on the donor's

@@ -84,6 +84,14 @@ def test_unknown_override_is_a_clear_error(capsys, synth, tmp_path):
     assert "train.epochz" in err and "train.epochs" in err and "Traceback" not in err
 
 
+def test_partial_window_negatives_are_trained_on(synth, tmp_path):
+    out = tmp_path / "partial"
+    assert run_train(synth, out, "model.partial_window_negatives=true", "train.epochs=1") == 0
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    terms = [r["loss_temporal_partial"] for r in steps if r["kind"] == "train"]
+    assert len(terms) == 32 // 8 and any(t > 0 for t in terms)
+
+
 def test_rendered_order_negatives_are_trained_on_and_need_named_videos(synth, tmp_path, capsys):
     import csv
 

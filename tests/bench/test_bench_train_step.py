@@ -1,0 +1,31 @@
+"""benchmarks/bench_train_step.py: two configs' optimiser steps, interleaved, and the ratio of their medians."""
+
+import json
+
+import pytest
+
+pytest.importorskip("torch", reason="the benchmark trains the torch model")
+
+TINY = ["model.num_frames=4", "model.max_words=16", "model.temporal_layers=1", "model.num_segments=2",
+        "model.num_phrases=2", "model.concepts=4", "train.batch_size=8"]
+
+
+def test_two_configs_step_in_turn_and_their_ratio_is_reported(tmp_path, benchmark_script, capsys):
+    from hbci.config import ConfigError
+    from hbci.synth import generate
+
+    bench = benchmark_script("bench_train_step")
+    data = tmp_path / "synth"
+    generate(data, seed=2, n_train=24, n_val=0, n_test=0, frames=8, size=32)
+    out = tmp_path / "step.json"
+    args = ["small", f"data.root={data}", "data.val_split=", "data.test_split=", "data.heldout_split=", *TINY,
+            "model.partial_window_negatives=false", "--option", "model.partial_window_negatives=true",
+            "--steps", "2", "--warmup", "1", "--clips", "16", "--json", str(out)]
+    assert bench.main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["steps"] == 2 and result["batch"] == 8
+    assert result["a_seconds"] > 0 and result["b_seconds"] > 0
+    assert result["ratio"] == pytest.approx(result["b_seconds"] / result["a_seconds"], rel=0.01)
+    assert "B/A" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="no_such_option"):
+        bench.main([*args[:-2], "--option", "model.no_such_option=1"])
