@@ -258,6 +258,11 @@ class WindowBatch:
     partial_valid: np.ndarray | None = None  # bool [B]: the row has one
 
 
+def _frames_before(times: np.ndarray, t: float | None, open_end: int) -> int:
+    """How many of a window's frame times lie before `t` seconds; `open_end` where t is None (an open span end)."""
+    return open_end if t is None else int((times < t - 1e-6).sum())
+
+
 @dataclass
 class FramePool:
     """Every training item's frames around its span, resized and centre-cropped: uint8 frames [total, S, S, 3],
@@ -300,7 +305,7 @@ class FramePool:
         reverse, cut = np.zeros(b, bool), np.zeros(b, np.int64)
         rendered = np.zeros_like(frames) if partners is not None else None
         rendered_valid = np.zeros(b, bool) if partners is not None else None
-        slots = np.zeros((b, 3), np.int64)  # per row: window frames before the first event, the cut, the end
+        slots = np.zeros((b, 3), np.int64) if partial else None  # window frames before: the events, the cut, the end
         for row, i in enumerate(index):
             item, times = self.items[i], self.item_times(i)
             picked = draw_window(times, (item.start, item.end), (item.event_start, item.event_end), num_frames,
@@ -309,12 +314,13 @@ class FramePool:
             masks[row, :len(picked)] = True
             reverse[row] = item.time_sensitive
             if item.order_cut is not None:
-                k = int((times[picked] < item.order_cut - 1e-6).sum())
+                shown = times[picked]
+                k = _frames_before(shown, item.order_cut, 0)
                 cut[row] = k if 2 <= k <= len(picked) - 2 else 0  # both parts must show something of an event
-                first = item.event_start if item.event_start is not None else item.start
-                last = item.event_end if item.event_end is not None else item.end
-                slots[row] = [(times[picked] < first - 1e-6).sum() if first is not None else 0, k,
-                              (times[picked] < last - 1e-6).sum() if last is not None else len(picked)]
+                if partial:
+                    first = item.event_start if item.event_start is not None else item.start
+                    last = item.event_end if item.event_end is not None else item.end
+                    slots[row] = (_frames_before(shown, first, 0), k, _frames_before(shown, last, len(shown)))
             if partners is not None and cut[row] > 0 and partners[i] >= 0:
                 rendered[row, :len(picked)] = self._frames_at(int(partners[i]), times[picked] - (item.start or 0.0))
                 rendered_valid[row] = True

@@ -145,10 +145,11 @@ def partial_windows(masks: np.ndarray, cut: np.ndarray, slots: np.ndarray, max_s
     b, t = masks.shape
     order = np.arange(b * t, dtype=np.int64).reshape(b, t)
     valid = np.zeros(b, bool)
-    full = np.flatnonzero(masks.all(1))
-    for row in np.flatnonzero((cut > 0) & masks.all(1)):
-        if len(full) < 2:
-            break
+    is_full = masks.all(1)
+    full = np.flatnonzero(is_full)
+    if len(full) < 2:  # no other window to splice in
+        return order, valid
+    for row in np.flatnonzero((cut > 0) & is_full):
         donor = int(full[(np.searchsorted(full, row) + 1) % len(full)])
         share, late = rngs[row].random() * max_share, bool(rngs[row].random() < 0.5)
         order[row] = partial_window(int(row), donor, t, tuple(int(x) for x in slots[row]), share, late)
