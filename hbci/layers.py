@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["masked_softmax", "masked_mean", "l2norm", "time_trend", "TemporalTransformer", "QueryPooling", "ConceptMap"]
+__all__ = ["masked_softmax", "masked_mean", "l2norm", "time_trend", "time_curvature", "TemporalTransformer", "QueryPooling", "ConceptMap"]
 
 # Large enough that exp() underflows to exactly 0 in float32 and float16, small enough to stay finite in fp16.
 _MASK_FILL = -1e4
@@ -74,6 +74,23 @@ def time_trend(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (c[..., None] * x).sum(1)
 
 
+def time_curvature(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The curvature of features over time, [B, T, D] -> [B, D]: sum_t c_t x_t with c_t the second Legendre
+    polynomial of the frame's time (mapped to [-1, 1] over the valid frames), centred over them and scaled so that
+    sum |c_t| = 1; `time_trend` is the first. For a clip that changes one way in its first half and another way
+    in its second, it is roughly the second change minus the first: two events played in the other order flip its
+    sign, where the trend (both changes together) moves only a little. 0 for one or two frames, and for features
+    that change at a constant rate."""
+    t = torch.arange(x.shape[1], device=x.device, dtype=x.dtype)[None]
+    n = mask.sum(1, keepdim=True)
+    mean = (t * mask).sum(1, keepdim=True) / n.clamp(min=1.0)
+    u = (t - mean) / ((n - 1) / 2).clamp(min=1.0)
+    legendre = (3 * u * u - 1) / 2
+    c = (legendre - (legendre * mask).sum(1, keepdim=True) / n.clamp(min=1.0)) * mask
+    c = c / c.abs().sum(1, keepdim=True).clamp(min=1e-6)
+    return (c[..., None] * x).sum(1)
+
+
 class TemporalTransformer(nn.Module):
     """CLIP4Clip "seqTransf": frame features plus a position embedding through a small transformer, added back
     to the frame features (residual), with padded frames masked out as keys.
@@ -88,16 +105,24 @@ class TemporalTransformer(nn.Module):
     linear map that starts as the identity). Without it the whole model is blind to frame order at the start: a clip
     and its reversal score alike, the contrastive loss then pulls "moves left" and "moves right" captions to one
     embedding, and from there neither side gets a gradient to tell them apart (measured: README, direction).
+
+    With `curvature`, every frame also gets the clip's feature curvature (`time_curvature`, a linear map that starts
+    as the identity) for the same reason one order up: two events in the other order have the same start and end
+    states and nearly the same trend, so without it a fresh model scores a clip and its order swap almost alike.
     """
 
-    def __init__(self, width: int, layers: int, heads: int, num_frames: int, trend: bool = False):
+    def __init__(self, width: int, layers: int, heads: int, num_frames: int, trend: bool = False,
+                 curvature: bool = False):
         super().__init__()
         self.ln_in = nn.LayerNorm(width)
-        # The trend path (see `time_trend`) starts as the identity, so a clip and its reversal differ from step 0.
+        # The trend and curvature paths start as the identity, so a clip differs from its reversal (trend) and from
+        # its events in the other order (curvature) from step 0.
         self.trend = nn.Linear(width, width) if trend else None
-        if self.trend is not None:
-            nn.init.eye_(self.trend.weight)
-            nn.init.zeros_(self.trend.bias)
+        self.curvature = nn.Linear(width, width) if curvature else None
+        for path in (self.trend, self.curvature):
+            if path is not None:
+                nn.init.eye_(path.weight)
+                nn.init.zeros_(path.bias)
         self.position = nn.Parameter(torch.zeros(num_frames, width))
         nn.init.normal_(self.position, std=1.0)
         self.blocks = nn.ModuleList(_Block(width, heads) for _ in range(layers))
@@ -115,6 +140,8 @@ class TemporalTransformer(nn.Module):
         out = frames + self.proj(self.ln(x))
         if self.trend is not None:
             out = out + self.trend(time_trend(normed, mask))[:, None]
+        if self.curvature is not None:
+            out = out + self.curvature(time_curvature(normed, mask))[:, None]
         return out
 
 

@@ -189,6 +189,57 @@ def test_paired_similarities_are_the_diagonal_of_all_pairs():
             torch.testing.assert_close(paired[level], full[level].diagonal(), rtol=1e-5, atol=1e-6)
 
 
+def _two_events(first: int, frames: int = 12) -> torch.Tensor:
+    """Features [1, T, 2] of two events (a ramp in one feature each, over half the clip), `first` ramping first."""
+    t = torch.arange(frames, dtype=torch.float32)
+    half = frames // 2
+    early, late = (t / (half - 1)).clamp(max=1), ((t - half) / (half - 1)).clamp(min=0)
+    pair = [early, late] if first == 0 else [late, early]
+    return torch.stack(pair, -1)[None]
+
+
+def test_time_curvature_is_the_second_legendre_coefficient():
+    from hbci.layers import time_curvature
+
+    x = torch.randn(2, 7, 3)
+    mask = torch.tensor([[1.0] * 7, [1, 1, 1, 1, 1, 0, 0]])
+    for b, n in ((0, 7), (1, 5)):
+        u = torch.linspace(-1, 1, n)
+        c = (3 * u * u - 1) / 2
+        c = c - c.mean()
+        naive = (c[:, None] * x[b, :n]).sum(0) / c.abs().sum()
+        torch.testing.assert_close(time_curvature(x, mask)[b], naive)
+    # Padding never counts; one or two frames, and a constant rate of change, have no curvature.
+    torch.testing.assert_close(time_curvature(x[1:, :5], mask[1:, :5]), time_curvature(x[1:], mask[1:]))
+    for n in (1, 2):
+        torch.testing.assert_close(time_curvature(x[:, :n], mask[:, :n]), torch.zeros(2, 3))
+    ramp = 3.0 * torch.arange(9.0)[None, :, None] + 1.0
+    assert float(time_curvature(ramp, torch.ones(1, 9)).abs().max()) < 1e-5
+    # Two events in the other order: the curvature flips its sign.
+    ones = torch.ones(1, 12)
+    torch.testing.assert_close(time_curvature(_two_events(0), ones), -time_curvature(_two_events(1), ones))
+    assert float(time_curvature(_two_events(0), ones).abs().min()) > 0.1
+
+
+def test_the_curvature_path_makes_event_order_visible_from_the_start():
+    """A fresh temporal transformer adds only its paths to the frames (its projection starts at zero), so this is
+    exact: what it adds moves only a little when two events swap order without the curvature, a lot with it."""
+    from hbci.layers import TemporalTransformer
+
+    mask = torch.ones(1, 12)
+    gaps = {}
+    for curvature in (False, True):
+        torch.manual_seed(0)
+        temporal = TemporalTransformer(4, layers=1, heads=1, num_frames=12, trend=True, curvature=curvature)
+        added = []
+        for first in (0, 1):
+            frames = torch.cat([_two_events(first), torch.zeros(1, 12, 2)], -1)
+            with torch.no_grad():
+                added.append(temporal(frames, mask) - frames)
+        gaps[curvature] = float((added[0] - added[1]).norm())
+    assert gaps[True] > 2 * gaps[False] > 0
+
+
 def test_the_trend_path_makes_order_visible_from_the_start():
     """time_trend against a naive weighted sum; with temporal_trend a fresh model already scores a clip and its
     reversal differently (without it, a fresh model cannot: the transformer's path starts as the identity)."""
