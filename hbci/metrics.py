@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import numpy as np
 
 __all__ = ["TIE_POLICIES", "ranks", "summarize_ranks", "retrieval_metrics", "multi_caption_ranks",
-           "multi_caption_metrics", "paired_difference", "dual_softmax", "format_metrics"]
+           "multi_caption_metrics", "paired_difference", "paired_hit_difference", "dual_softmax", "format_metrics"]
 
 TIE_POLICIES = ("pessimistic", "optimistic")
 _RECALL_AT = (1, 5, 10)
@@ -159,19 +159,29 @@ def multi_caption_ranks(sim: np.ndarray, caption_video: np.ndarray,
 
 
 def paired_difference(ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 1) -> dict:
-    """R@k of two models on the same queries, their difference (a - b, points) and its standard error.
-
-    The paired standard error comes from the per-query differences of the hit indicators: queries both models
-    get right or both get wrong add nothing, so it is smaller than `se_independent` (the two rates' binomial
-    errors combined as if measured on separate queries) whenever the models agree on most queries. `a_only` /
-    `b_only`: queries only one of them gets right (McNemar's discordant pairs)."""
+    """R@k of two models on the same queries, their difference (a - b, points) and its standard error
+    (`paired_hit_difference` on the queries' R@k hits; its keys named "R@k a" and "R@k b")."""
     a, b = np.asarray(ranks_a), np.asarray(ranks_b)
     if a.shape != b.shape or a.ndim != 1 or a.size < 2:
         raise ValueError(f"need two 1-D rank arrays over the same >= 2 queries, got shapes {a.shape} and {b.shape}")
-    hit_a, hit_b = (a <= k).astype(np.float64), (b <= k).astype(np.float64)
-    n = a.size
+    return paired_hit_difference(a <= k, b <= k, f"R@{k}")
+
+
+def paired_hit_difference(hits_a, hits_b, name: str = "accuracy") -> dict:
+    """Two models' hit rates on the same items ("<name> a", "<name> b", %), their difference (a - b, points) and
+    its standard error.
+
+    The paired standard error comes from the per-item differences of the hit indicators: items both models get
+    right or both get wrong add nothing, so it is smaller than `se_independent` (the two rates' binomial errors
+    combined as if measured on separate items) whenever the models agree on most items. `a_only` / `b_only`: items
+    only one of them gets right (McNemar's discordant pairs)."""
+    hit_a, hit_b = np.asarray(hits_a, np.float64), np.asarray(hits_b, np.float64)
+    if hit_a.shape != hit_b.shape or hit_a.ndim != 1 or hit_a.size < 2:
+        raise ValueError(f"need two 1-D hit arrays over the same >= 2 items, got shapes {hit_a.shape} and "
+                         f"{hit_b.shape}")
+    n = hit_a.size
     pa, pb = hit_a.mean(), hit_b.mean()
-    return {f"R@{k} a": float(100 * pa), f"R@{k} b": float(100 * pb), "difference": float(100 * (pa - pb)),
+    return {f"{name} a": float(100 * pa), f"{name} b": float(100 * pb), "difference": float(100 * (pa - pb)),
             "se_paired": float(100 * np.std(hit_a - hit_b, ddof=1) / np.sqrt(n)),
             "se_independent": float(100 * np.sqrt((pa * (1 - pa) + pb * (1 - pb)) / n)),
             "a_only": int(((hit_a == 1) & (hit_b == 0)).sum()), "b_only": int(((hit_a == 0) & (hit_b == 1)).sum()),

@@ -127,8 +127,10 @@ def test_eval_against_compares_on_the_same_queries(synth, tmp_path, tiny_checkpo
     capsys.readouterr()
     args = [str(out / "final.pt"), "--data", str(synth), "--split", "test", "--json"]
     assert eval_main([*args, "--against", str(out / "final.pt")]) == 0
-    same = json.loads(capsys.readouterr().out)["against"]["t2v"]
-    assert same["difference"] == same["se_paired"] == same["a_only"] == same["b_only"] == 0
+    same = json.loads(capsys.readouterr().out)["against"]
+    assert same["variants"]  # the synthetic split's hard-negative pairs, compared pair by pair
+    for r in [same["t2v"], *same["variants"].values()]:
+        assert r["difference"] == r["se_paired"] == r["a_only"] == r["b_only"] == 0
     assert eval_main([*args, "--against", str(tiny_checkpoint)]) == 0  # a random model of the same shape
     result = json.loads(capsys.readouterr().out)
     for direction in ("t2v", "v2t"):
