@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["masked_softmax", "masked_mean", "l2norm", "time_trend", "time_curvature", "TemporalTransformer", "QueryPooling", "ConceptMap"]
+__all__ = ["masked_softmax", "masked_mean", "l2norm", "time_trend", "time_curvature", "TemporalTransformer",
+           "QueryPooling", "ConceptMap"]
 
 # Large enough that exp() underflows to exactly 0 in float32 and float16, small enough to stay finite in fp16.
 _MASK_FILL = -1e4
