@@ -11,10 +11,9 @@ from material import EXTERNAL, EXTERNAL_REASON
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# The smallest model that still has every component, the temporal transformer's trend and curvature paths included
-# (torch is imported inside the fixtures: the runtime tests must collect without it).
-TINY_MODEL = dict(num_frames=4, max_words=16, temporal_layers=1, num_segments=2, num_phrases=2, concepts=4,
-                  temporal_trend=True, temporal_curvature=True)
+# The smallest model that still has every component (torch is imported inside the fixtures: the runtime tests
+# must collect without it).
+TINY_MODEL = dict(num_frames=4, max_words=16, temporal_layers=1, num_segments=2, num_phrases=2, concepts=4)
 
 
 @pytest.fixture(scope="session")

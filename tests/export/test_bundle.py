@@ -211,3 +211,25 @@ def test_a_gallery_is_added_to_an_exported_bundle_without_changing_its_id(tiny_b
     assert set(gallery) == set(manifest.scorer_inputs.video) and len(gallery["video_mask"]) == 8
     monitor = Monitor(Retriever.load(copy, backend="onnxruntime-cpu"), ["a red circle moves left"])
     assert monitor.per_query_thresholds and monitor.thresholds_of(0)[0] >= monitor.threshold_on
+
+
+def test_the_trend_and_curvature_paths_export_and_pass_the_golden_check(tmp_path):
+    """The temporal transformer's trend and curvature paths go into the video encoder graph: a bundle of a tiny
+    model with both builds, and its FP32 video encoder on ONNX Runtime matches torch on the golden inputs."""
+    import torch
+
+    from hbci.checkpoint import save_checkpoint
+    from hbci.config import ExperimentConfig, ModelConfig
+    from hbci.export.bundle import build_bundle
+    from hbci.model import HBCI
+    from tests.conftest import TINY_MODEL
+
+    config = ModelConfig(**TINY_MODEL, temporal_trend=True, temporal_curvature=True)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "c.pt", ExperimentConfig(model=config), HBCI(config))
+    build_bundle(tmp_path / "c.pt", tmp_path / "bundle", ("fp32",))
+    from hbci.runtime.retriever import Retriever
+
+    errors = Retriever.load(tmp_path / "bundle", backend="onnxruntime-cpu", precision="fp32",
+                            self_check=False).golden_errors()
+    assert errors["video_encoder"] and max(errors["video_encoder"].values()) < 1e-4
