@@ -99,8 +99,12 @@ def variant_accuracy(sim: np.ndarray, owners: np.ndarray, clips: ClipSet, meta: 
     """Per variant class (VARIANT_CLASSES, and "direction" = left/right + up/down): the share (%) of (caption,
     other member) pairs of base-variant pairs where the caption scores its own clip strictly higher, and n
     (`variant_hits`)."""
+    return _accuracies(variant_hits(sim, owners, clips, meta, root))
+
+
+def _accuracies(hits: dict[str, list[bool]]) -> dict:
     return {name: {"accuracy": round(100 * float(np.mean(h)), 1) if h else None, "n": len(h)}
-            for name, h in variant_hits(sim, owners, clips, meta, root).items()}
+            for name, h in hits.items()}
 
 
 def variant_hits(sim: np.ndarray, owners: np.ndarray, clips: ClipSet, meta: dict[str, dict],
@@ -161,13 +165,14 @@ def evaluate(model: HBCI, clips: ClipSet, batch_size: int = 128, meta: dict[str,
     sim, levels = _similarities(model, clips, texts, batch_size)
     with_variants = meta is not None and root is not None
 
-    def metrics(scores: np.ndarray) -> dict:
+    def metrics(scores: np.ndarray, hits: dict | None = None) -> dict:
         result = multi_caption_metrics(scores, owners)
         if with_variants:
-            result["variants"] = variant_accuracy(scores, owners, clips, meta, root)
+            result["variants"] = _accuracies(hits or variant_hits(scores, owners, clips, meta, root))
         return result
 
-    result = metrics(sim)
+    hits = variant_hits(sim, owners, clips, meta, root) if with_variants else None
+    result = metrics(sim, hits)
     result["dsl"] = multi_caption_metrics(dual_softmax(sim), owners)
     if len(levels) > 1:
         result["levels"] = {str(lv): metrics(s) for lv, s in levels.items()}
@@ -177,9 +182,9 @@ def evaluate(model: HBCI, clips: ClipSet, batch_size: int = 128, meta: dict[str,
         ours, theirs = multi_caption_ranks(sim, owners), multi_caption_ranks(other, owners)
         result["against"] = {d: paired_difference(ours[i], theirs[i]) for i, d in enumerate(("t2v", "v2t"))}
         if with_variants:
-            mine, its = (variant_hits(s, owners, clips, meta, root) for s in (sim, other))
-            result["against"]["variants"] = {name: paired_hit_difference(mine[name], its[name])
-                                             for name in mine if len(mine[name]) >= 2}
+            theirs_hits = variant_hits(other, owners, clips, meta, root)
+            result["against"]["variants"] = {name: paired_hit_difference(hits[name], theirs_hits[name])
+                                             for name in hits if len(hits[name]) >= 2}
     return result
 
 

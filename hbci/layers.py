@@ -69,10 +69,7 @@ def time_trend(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     frames, scaled so that sum |c_t| = 1 (so, roughly, half of late frames minus early frames). It flips sign when
     the frames are played backwards, and is 0 for a single frame."""
     t = torch.arange(x.shape[1], device=x.device, dtype=x.dtype)[None]
-    mean = (t * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1.0)
-    c = (t - mean) * mask
-    c = c / c.abs().sum(1, keepdim=True).clamp(min=1e-6)
-    return (c[..., None] * x).sum(1)
+    return _time_weighted_sum(x, mask, t)
 
 
 def time_curvature(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -84,10 +81,15 @@ def time_curvature(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     that change at a constant rate."""
     t = torch.arange(x.shape[1], device=x.device, dtype=x.dtype)[None]
     n = mask.sum(1, keepdim=True)
-    mean = (t * mask).sum(1, keepdim=True) / n.clamp(min=1.0)
-    u = (t - mean) / ((n - 1) / 2).clamp(min=1.0)
-    legendre = (3 * u * u - 1) / 2
-    c = (legendre - (legendre * mask).sum(1, keepdim=True) / n.clamp(min=1.0)) * mask
+    u = (t - (t * mask).sum(1, keepdim=True) / n.clamp(min=1.0)) / ((n - 1) / 2).clamp(min=1.0)
+    return _time_weighted_sum(x, mask, (3 * u * u - 1) / 2)
+
+
+def _time_weighted_sum(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_t c_t x_t over the valid frames, c the per-frame weights [B or 1, T] centred over the valid frames and
+    scaled so that sum |c_t| = 1 (0 where they are all equal)."""
+    mean = (weights * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1.0)
+    c = (weights - mean) * mask
     c = c / c.abs().sum(1, keepdim=True).clamp(min=1e-6)
     return (c[..., None] * x).sum(1)
 

@@ -161,10 +161,7 @@ def multi_caption_ranks(sim: np.ndarray, caption_video: np.ndarray,
 def paired_difference(ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 1) -> dict:
     """R@k of two models on the same queries, their difference (a - b, points) and its standard error
     (`paired_hit_difference` on the queries' R@k hits; its keys named "R@k a" and "R@k b")."""
-    a, b = np.asarray(ranks_a), np.asarray(ranks_b)
-    if a.shape != b.shape or a.ndim != 1 or a.size < 2:
-        raise ValueError(f"need two 1-D rank arrays over the same >= 2 queries, got shapes {a.shape} and {b.shape}")
-    return paired_hit_difference(a <= k, b <= k, f"R@{k}")
+    return paired_hit_difference(np.asarray(ranks_a) <= k, np.asarray(ranks_b) <= k, f"R@{k}")
 
 
 def paired_hit_difference(hits_a, hits_b, name: str = "accuracy") -> dict:

@@ -216,8 +216,6 @@ def test_a_gallery_is_added_to_an_exported_bundle_without_changing_its_id(tiny_b
 def test_the_trend_and_curvature_paths_export_and_pass_the_golden_check(tmp_path):
     """The temporal transformer's trend and curvature paths go into the video encoder graph: a bundle of a tiny
     model with both builds, and its FP32 video encoder on ONNX Runtime matches torch on the golden inputs."""
-    import torch
-
     from hbci.checkpoint import save_checkpoint
     from hbci.config import ExperimentConfig, ModelConfig
     from hbci.export.bundle import build_bundle
@@ -228,8 +226,6 @@ def test_the_trend_and_curvature_paths_export_and_pass_the_golden_check(tmp_path
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "c.pt", ExperimentConfig(model=config), HBCI(config))
     build_bundle(tmp_path / "c.pt", tmp_path / "bundle", ("fp32",))
-    from hbci.runtime.retriever import Retriever
-
     errors = Retriever.load(tmp_path / "bundle", backend="onnxruntime-cpu", precision="fp32",
                             self_check=False).golden_errors()
     assert errors["video_encoder"] and max(errors["video_encoder"].values()) < 1e-4
