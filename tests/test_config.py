@@ -57,6 +57,14 @@ def test_caption_negatives_need_a_temporal_weight_and_ablation_rows_without_one_
             assert getattr(model, option) == (model.temporal_negative_weight > 0)
 
 
+def test_seqtransf_row_drops_the_curvature_path_and_later_rows_keep_the_base_one(tmp_path):
+    from hbci.ablation import ROWS, row_config
+
+    base = apply_overrides(load_config("small"), ["model.temporal_curvature=true"])
+    curvature = [row_config(base, index, tmp_path).model.temporal_curvature for index in range(len(ROWS))]
+    assert curvature[1] is False and all(curvature[2:])
+
+
 def test_round_trip():
     cfg = load_config("small")
     assert config_from_dict(config_to_dict(cfg)) == cfg
