@@ -96,8 +96,6 @@ class DataConfig:
     min_clip_share: float = 0.6          # and lies at least this share on its clip
     each_event_share: bool = False       # two ordered events: min_event_share of each, not of the two together
     pool_frames: int = 48                # frames kept per training item around its span (more are subsampled)
-    caption_restatement: float = 0.0     # share of two-event training captions told in the other clause order,
-                                         # same meaning ("Y after X" for "X, then Y"; hbci.caption_order)
 
     def __post_init__(self):
         if self.cache_codec not in ("jpg", "raw"):
@@ -110,8 +108,6 @@ class DataConfig:
             raise ConfigError("data: window_shift must be in [0, 1), min_event_share and min_clip_share in (0, 1]")
         if self.pool_frames < 1:
             raise ConfigError("data: pool_frames must be >= 1")
-        if not 0 <= self.caption_restatement <= 1:
-            raise ConfigError("data: caption_restatement must be in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hbci.caption_order import restate_event_order, swap_event_order
+from hbci.caption_order import swap_event_order
 from hbci.checkpoint import save_checkpoint
 from hbci.config import ExperimentConfig, apply_overrides, config_from_dict, config_to_dict, load_config
 from hbci.distributed import (Distributed, broadcast_parameters, gather_packs, init_distributed,
@@ -47,7 +47,7 @@ from hbci.model import HBCI
 from hbci.runtime.errors import ConfigError
 
 __all__ = ["train", "main", "seed_everything", "param_groups", "Distributed", "init_distributed", "gather_packs",
-           "batch_loss", "sync_gradients", "restated_captions"]
+           "batch_loss", "sync_gradients"]
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -269,17 +269,6 @@ def _resume(run: _Run, log) -> None:
     log(f"resumed from {last} at epoch {run.start_epoch}")
 
 
-def restated_captions(texts: list[str], cut: np.ndarray, index: np.ndarray, share: float, seed: int) -> list[str]:
-    """Each caption of a window that shows both of its events in order (cut > 0) told in the other clause order
-    with the same meaning (`restate_event_order`), with probability `share`; drawn per item and seed, so a run
-    repeats whatever the batch holds."""
-    out = []
-    for text, c, i in zip(texts, cut, index):
-        chosen = c > 0 and np.random.default_rng([seed, int(i), 1]).random() < share
-        out.append((restate_event_order(text) if chosen else None) or text)
-    return out
-
-
 def _train_step(run: _Run, pool: FramePool, captions: list[list[str]], index: np.ndarray, picks: np.ndarray,
                 window_seed: int) -> dict[str, float]:
     """One optimiser step on the windows of `index` (this process's slice)."""
@@ -287,8 +276,6 @@ def _train_step(run: _Run, pool: FramePool, captions: list[list[str]], index: np
     windows = pool.windows(index, mcfg.num_frames, window_policy(run.config.data), window_seed, run.partners,
                            partial=mcfg.partial_window_negatives)
     texts = [captions[i][picks[i] % len(captions[i])] for i in index]
-    if run.config.data.caption_restatement > 0:
-        texts = restated_captions(texts, windows.cut, index, run.config.data.caption_restatement, window_seed)
     frames = frames_to_tensor(windows.frames).to(dist.device, non_blocking=True)
     mask = torch.from_numpy(windows.masks).float().to(dist.device)
     ids, word_mask = tokenize(texts, mcfg.max_words)

@@ -42,13 +42,6 @@ def test_invalid_choice_is_refused():
         apply_overrides(load_config("small"), ["model.video_pooling=max"])
 
 
-def test_caption_restatement_is_a_share():
-    for bad in ("-0.1", "1.5"):
-        with pytest.raises(ConfigError, match="caption_restatement"):
-            apply_overrides(load_config("small"), [f"data.caption_restatement={bad}"])
-    assert apply_overrides(load_config("small"), ["data.caption_restatement=0.5"]).data.caption_restatement == 0.5
-
-
 def test_caption_negatives_need_a_temporal_weight_and_ablation_rows_without_one_drop_them(tmp_path):
     from hbci.ablation import ROWS, row_config
 

@@ -92,29 +92,6 @@ def test_partial_window_negatives_are_trained_on(synth, tmp_path):
     assert len(terms) == 32 // 8 and any(t > 0 for t in terms)
 
 
-def test_restated_captions_are_what_training_encodes(synth, tmp_path, monkeypatch):
-    import hbci.train
-
-    restated, encoded = [], []
-    restate, tokenize = hbci.train.restated_captions, hbci.train.tokenize
-
-    def recording_restate(texts, *args):
-        out = restate(texts, *args)
-        restated.append((list(texts), out))
-        return out
-
-    def recording_tokenize(texts, max_words):
-        encoded.append(list(texts))
-        return tokenize(texts, max_words)
-
-    monkeypatch.setattr(hbci.train, "restated_captions", recording_restate)
-    monkeypatch.setattr(hbci.train, "tokenize", recording_tokenize)
-    assert run_train(synth, tmp_path / "restated", "data.caption_restatement=1.0", "train.epochs=1") == 0
-    assert len(restated) == 32 // 8  # once per step
-    assert all(out in encoded for _, out in restated)  # the restated captions are the ones encoded
-    assert any(a != b for texts, out in restated for a, b in zip(texts, out))  # and some were restated
-
-
 def test_rendered_order_negatives_are_trained_on_and_need_named_videos(synth, tmp_path, capsys):
     import csv
 
