@@ -7,7 +7,10 @@ mixed into the main numbers. Clips are aligned and sampled at segment centres, e
 On the synthetic benchmark (a meta.json beside the CSVs), a per-variant breakdown: for every clip and each of its
 hard-negative variants in the split (same objects, one thing changed), how often a caption scores its own clip
 above the other, both ways (ties count as wrong; chance 50%), by what the variant changed: left/right, up/down
-(a move reversed), grow/shrink, appear/disappear, event order, colour swap.
+(a move reversed), grow/shrink, appear/disappear, event order, colour swap. Event order is also split by how the
+caption tells it (`ORDER_TELLINGS`) and by how many of the clip's two events are moves (`ORDER_BY_MOVES`): the
+order of two moves asks the frames where each object was when, that of a move and a change of size or visibility
+less.
 
 `--against OTHER` compares two models on the same queries: the R@1 difference with its paired standard error
 (queries both models get right or wrong add nothing), the figure behind "beats X by more than two standard
@@ -113,12 +116,12 @@ def variant_hits(sim: np.ndarray, owners: np.ndarray, clips: ClipSet, meta: dict
     caption score its own clip strictly higher; the pairs come in an order fixed by the clips and captions alone,
     so two models' lists compare pair by pair. Event order is also split by how the caption tells it
     (`ORDER_TELLINGS`): naming the events in the order they happen ("X, then Y", "after X, Y") or the other way
-    round ("Y after X", "before Y, X")."""
+    round ("Y after X", "before Y, X"), and by how many of the owner clip's events are moves (`ORDER_BY_MOVES`)."""
     entries = clip_entries(clips, meta, root)
     where = {(e["group"], e["variant"]): i for i, e in enumerate(entries) if e is not None}
     texts = clips.captions()[0]
     captions_of = [np.flatnonzero(owners == i) for i in range(len(clips))]
-    hits: dict[str, list[bool]] = {c: [] for c in VARIANT_CLASSES + ORDER_TELLINGS}
+    hits: dict[str, list[bool]] = {c: [] for c in VARIANT_CLASSES + ORDER_TELLINGS + ORDER_BY_MOVES}
     for (group, label), i in where.items():
         base = where.get((group, "base"))
         if label == "base" or base is None:
@@ -129,6 +132,8 @@ def variant_hits(sim: np.ndarray, owners: np.ndarray, clips: ClipSet, meta: dict
                 hit = bool(sim[c, own] > sim[c, other])
                 hits[name].append(hit)
                 if name == "event order":
+                    moves = sum(e["kind"].startswith("move_") for e in entries[own]["events"])
+                    hits[ORDER_BY_MOVES[min(moves, 2)]].append(hit)
                     backwards = _names_later_event_first(texts[c], entries[own]["events"])
                     if backwards is not None:
                         hits[ORDER_TELLINGS[backwards]].append(hit)
@@ -138,6 +143,8 @@ def variant_hits(sim: np.ndarray, owners: np.ndarray, clips: ClipSet, meta: dict
 
 # Event order, split by whether the caption names the events in the order they happen.
 ORDER_TELLINGS: tuple[str, ...] = ("order told in order", "order told backwards")
+# Event order, split by how many of the clip's two events are moves.
+ORDER_BY_MOVES: tuple[str, ...] = ("order, no move", "order, one move", "order, two moves")
 
 
 def _names_later_event_first(text: str, events: list[dict]) -> bool | None:

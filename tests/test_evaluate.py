@@ -60,6 +60,8 @@ def test_event_order_is_split_by_how_the_caption_tells_it(tmp_path):
     assert result["event order"] == {"accuracy": 75.0, "n": 4}
     assert result["order told in order"] == {"accuracy": 100.0, "n": 1}
     assert result["order told backwards"] == {"accuracy": 50.0, "n": 2}
+    assert result["order, one move"] == {"accuracy": 75.0, "n": 4}  # one of the two events is a move
+    assert result["order, no move"] == result["order, two moves"] == {"accuracy": None, "n": 0}
 
 
 def test_two_models_compare_pair_by_pair_on_the_hard_negatives(tmp_path, monkeypatch):
