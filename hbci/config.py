@@ -32,7 +32,6 @@ class ModelConfig:
     temporal_heads: int = 4
     temporal_trend: bool = False         # add the clip's feature trend to every frame (direction visible from step 0)
     temporal_curvature: bool = False     # and its curvature (the order of two events visible from step 0)
-    temporal_motion: bool = False        # and each frame's change from the one before, into the temporal transformer
     video_pooling: str = "text_guided"   # level 3 video side: "text_guided" (X-Pool) or "mean"
     levels: tuple[int, ...] = (1, 2, 3)  # 1 frame/word, 2 segment/phrase, 3 video/sentence
     num_segments: int = 4                # learnable queries pooling frames into segments (level 2)

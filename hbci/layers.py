@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["masked_softmax", "masked_mean", "l2norm", "time_trend", "time_curvature", "frame_motion", "TemporalTransformer",
+__all__ = ["masked_softmax", "masked_mean", "l2norm", "time_trend", "time_curvature", "TemporalTransformer",
            "QueryPooling", "ConceptMap"]
 
 # Large enough that exp() underflows to exactly 0 in float32 and float16, small enough to stay finite in fp16.
@@ -85,14 +85,6 @@ def time_curvature(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return _time_weighted_sum(x, mask, (3 * u * u - 1) / 2)
 
 
-def frame_motion(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Each frame's change from the frame before it, [B, T, D]: x_t - x_(t-1), 0 at the first valid frame and at
-    padding (the valid frames are a prefix)."""
-    before = torch.cat([x[:, :1], x[:, :-1]], 1)
-    both = mask * torch.cat([torch.zeros_like(mask[:, :1]), mask[:, :-1]], 1)
-    return (x - before) * both[..., None]
-
-
 def _time_weighted_sum(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """sum_t c_t x_t over the valid frames, c the per-frame weights [B or 1, T] centred over the valid frames and
     scaled so that sum |c_t| = 1 (0 where they are all equal)."""
@@ -123,15 +115,14 @@ class TemporalTransformer(nn.Module):
     """
 
     def __init__(self, width: int, layers: int, heads: int, num_frames: int, trend: bool = False,
-                 curvature: bool = False, motion: bool = False):
+                 curvature: bool = False):
         super().__init__()
         self.ln_in = nn.LayerNorm(width)
         # The trend and curvature paths start as the identity, so a clip differs from its reversal (trend) and from
         # its events in the other order (curvature) from step 0.
         self.trend = nn.Linear(width, width) if trend else None
         self.curvature = nn.Linear(width, width) if curvature else None
-        self.motion = nn.Linear(width, width) if motion else None
-        for path in (self.trend, self.curvature, self.motion):
+        for path in (self.trend, self.curvature):
             if path is not None:
                 nn.init.eye_(path.weight)
                 nn.init.zeros_(path.bias)
@@ -147,8 +138,6 @@ class TemporalTransformer(nn.Module):
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         normed = self.ln_in(frames)
         x = normed + self.position[: frames.shape[1]]
-        if self.motion is not None:
-            x = x + self.motion(frame_motion(normed, mask))
         for block in self.blocks:
             x = block(x, mask)
         out = frames + self.proj(self.ln(x))

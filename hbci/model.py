@@ -80,8 +80,7 @@ class HBCI(nn.Module):
         self.embed_dim = width = info["embed_dim"]
         self.image_size = info["image_size"]
         self.temporal = (TemporalTransformer(width, config.temporal_layers, config.temporal_heads, config.num_frames,
-                                             config.temporal_trend, config.temporal_curvature,
-                                             config.temporal_motion)
+                                             config.temporal_trend, config.temporal_curvature)
                          if config.temporal_layers > 0 else None)
         if 2 in config.levels:
             self.segment_pool = QueryPooling(width, config.num_segments)
