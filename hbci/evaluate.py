@@ -8,9 +8,7 @@ On the synthetic benchmark (a meta.json beside the CSVs), a per-variant breakdow
 hard-negative variants in the split (same objects, one thing changed), how often a caption scores its own clip
 above the other, both ways (ties count as wrong; chance 50%), by what the variant changed: left/right, up/down
 (a move reversed), grow/shrink, appear/disappear, event order, colour swap. Event order is also split by how the
-caption tells it (`ORDER_TELLINGS`) and by how many of the clip's two events are moves (`ORDER_BY_MOVES`): the
-order of two moves asks the frames where each object was when, that of a move and a change of size or visibility
-less.
+caption tells it (`ORDER_TELLINGS`) and by how many of the clip's two events are moves (`ORDER_BY_MOVES`).
 
 `--against OTHER` compares two models on the same queries: the R@1 difference with its paired standard error
 (queries both models get right or wrong add nothing), the figure behind "beats X by more than two standard

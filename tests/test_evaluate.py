@@ -60,8 +60,25 @@ def test_event_order_is_split_by_how_the_caption_tells_it(tmp_path):
     assert result["event order"] == {"accuracy": 75.0, "n": 4}
     assert result["order told in order"] == {"accuracy": 100.0, "n": 1}
     assert result["order told backwards"] == {"accuracy": 50.0, "n": 2}
-    assert result["order, one move"] == {"accuracy": 75.0, "n": 4}  # one of the two events is a move
-    assert result["order, no move"] == result["order, two moves"] == {"accuracy": None, "n": 0}
+
+
+def test_event_order_is_split_by_how_many_events_are_moves(tmp_path):
+    """Each order pair counts under the number of moves among its clip's two events: no move, one, two."""
+    def group(name, kinds):
+        events = [{"kind": k, "colour": c} for k, c in zip(kinds, ("red", "blue"))]
+        return [{"video": f"v/{name}0.mp4", "group": name, "variant": "base", "events": events},
+                {"video": f"v/{name}1.mp4", "group": name, "variant": "swap_order", "events": events[::-1]}]
+
+    meta = group("a", ("grow", "appear")) + group("b", ("move_left", "shrink")) + group("c", ("move_left", "move_up"))
+    items = [VideoItem(str(i), tmp_path / e["video"], (f"caption {i}",)) for i, e in enumerate(meta)]
+    clips = ClipSet(items, np.zeros((6, 1)), np.ones((6, 1), bool))
+    sim = np.eye(6)
+    sim[5, 4] = 2.0  # the second two-move clip's caption prefers its order swap: wrong
+    result = variant_accuracy(sim, np.arange(6), clips, {e["video"]: e for e in meta}, tmp_path)
+    assert result["event order"] == {"accuracy": 83.3, "n": 6}
+    assert result["order, no move"] == {"accuracy": 100.0, "n": 2}
+    assert result["order, one move"] == {"accuracy": 100.0, "n": 2}
+    assert result["order, two moves"] == {"accuracy": 50.0, "n": 2}
 
 
 def test_two_models_compare_pair_by_pair_on_the_hard_negatives(tmp_path, monkeypatch):
