@@ -130,9 +130,9 @@ def variant_hits(sim: np.ndarray, owners: np.ndarray, clips: ClipSet, meta: dict
                 hit = bool(sim[c, own] > sim[c, other])
                 hits[name].append(hit)
                 if name == "event order":
-                    moves = sum(e["kind"].startswith("move_") for e in entries[own]["events"])
-                    hits[ORDER_BY_MOVES[min(moves, 2)]].append(hit)
-                    backwards = _names_later_event_first(texts[c], entries[own]["events"])
+                    events = entries[own]["events"]
+                    hits[ORDER_BY_MOVES[min(sum(e["kind"].startswith("move_") for e in events), 2)]].append(hit)
+                    backwards = _names_later_event_first(texts[c], events)
                     if backwards is not None:
                         hits[ORDER_TELLINGS[backwards]].append(hit)
     hits["direction"] = hits["left/right"] + hits["up/down"]
