@@ -15,7 +15,8 @@ from torch import nn
 
 from hbci.backbone import backbone_info, create_backbone, frame_features, token_features
 from hbci.config import ModelConfig
-from hbci.layers import ConceptMap, QueryPooling, TemporalTransformer, l2norm, masked_mean, masked_softmax
+from hbci.layers import (ConceptMap, QueryPooling, TemporalTransformer, broadcast_matmul, l2norm, masked_mean,
+                         masked_softmax)
 
 __all__ = ["HBCI", "video_pack_names", "text_pack_names"]
 
@@ -168,9 +169,9 @@ class HBCI(nn.Module):
         tau_tv, tau_vt = level.log_tau_text_to_video.exp(), level.log_tau_video_to_text.exp()
 
         def read(query, units, mask, tau):
-            logits = query.unsqueeze(-2) @ units.transpose(-1, -2) / tau   # [Nt, Nv, K, 1, U]
+            logits = broadcast_matmul(query.unsqueeze(-2), units.transpose(-1, -2)) / tau   # [Nt, Nv, K, 1, U]
             attn = torch.softmax(logits, -1) if mask is None else masked_softmax(logits, mask)
-            return (attn @ units).squeeze(-2)
+            return broadcast_matmul(attn, units).squeeze(-2)
 
         for _ in range(self.config.bci_iterations):
             summary = read(state, video_units, video_mask, tau_tv)
@@ -200,10 +201,11 @@ class HBCI(nn.Module):
             level = self.levels["3"]
             values, mask = vid(video["pool_values"]), vid(video["video_mask"])
             if self.config.video_pooling == "text_guided":
-                logits = (text["pool_query"][:, None, None, :] @ vid(video["pool_keys"]).transpose(-1, -2)
+                keys = vid(video["pool_keys"]).transpose(-1, -2)
+                logits = (broadcast_matmul(text["pool_query"][:, None, None, :], keys)
                           / self.log_tau_pool.exp())                  # [Nt, Nv, 1, T]
                 attn = masked_softmax(logits, mask[:, :, None, :])
-                pooled = (attn @ values).squeeze(-2)                  # [Nt, Nv, D]
+                pooled = broadcast_matmul(attn, values).squeeze(-2)   # [Nt, Nv, D]
             else:
                 pooled = masked_mean(values, mask)                    # [1, Nv, D]
             v = l2norm(pooled.unflatten(-1, (self.config.concepts, -1)))

@@ -263,3 +263,26 @@ def test_the_trend_path_makes_order_visible_from_the_start():
             forward = model.score(text, model.encode_video(frames, frame_mask))
             backward = model.score(text, model.encode_video(frames.flip(1), frame_mask))
         assert bool((forward - backward).abs().max() > 1e-4) == differs
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [
+    ((5, 1, 3, 1, 8), (1, 4, 3, 8, 6)),   # every text against every video (all pairs)
+    ((5, 4, 3, 1, 8), (5, 1, 3, 8, 7)),   # per-pair summaries against each text's own units
+    ((5, 1, 3, 1, 8), (5, 1, 3, 8, 6)),   # paired
+    ((2, 8), (8, 3)),
+])
+def test_broadcast_matmul_equals_matmul_with_its_gradients(a_shape, b_shape):
+    from hbci.layers import broadcast_matmul
+
+    torch.manual_seed(0)
+    a1, b1 = torch.randn(a_shape, requires_grad=True), torch.randn(b_shape, requires_grad=True)
+    a2, b2 = a1.detach().clone().requires_grad_(), b1.detach().clone().requires_grad_()
+    out = broadcast_matmul(a1, b1)
+    ref = a2 @ b2
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    weights = torch.randn(ref.shape)
+    (out * weights).sum().backward()
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(a1.grad, a2.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b1.grad, b2.grad, rtol=1e-5, atol=1e-5)

@@ -28,6 +28,13 @@ def test_graphs_are_opset_18_or_newer_and_checker_clean(tiny_bundle):
             assert next(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 18
 
 
+def test_scorer_graph_multiplies_with_matmul_not_einsum(tiny_bundle):
+    """Training scores all pairs with einsum (`hbci.layers.broadcast_matmul`); the exported scorer keeps MatMul,
+    which TensorRT's ONNX parser takes with broadcasting."""
+    ops = {n.op_type for n in onnx.load(str(load_bundle(tiny_bundle).graph_path("bci_scorer", "fp32"))).graph.node}
+    assert "MatMul" in ops and "Einsum" not in ops
+
+
 def test_fp16_graphs_keep_fp32_io_and_layernorm(tiny_bundle):
     proto = onnx.load(str(load_bundle(tiny_bundle).graph_path("video_encoder", "fp16")))
     assert all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in proto.graph.input)
