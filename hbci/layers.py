@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["masked_softmax", "masked_mean", "l2norm", "broadcast_matmul", "time_trend", "time_curvature", "TemporalTransformer",
-           "QueryPooling", "ConceptMap"]
+__all__ = ["masked_softmax", "masked_mean", "l2norm", "broadcast_matmul", "time_trend", "time_curvature",
+           "TemporalTransformer", "QueryPooling", "ConceptMap"]
 
 # Large enough that exp() underflows to exactly 0 in float32 and float16, small enough to stay finite in fp16.
 _MASK_FILL = -1e4
@@ -27,10 +27,10 @@ def broadcast_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b with broadcast batch dimensions, without copying either side across the other's batch.
 
     torch.matmul first expands both operands to the full batch shape and copies them: scoring every text against
-    every video in training copies each video's units once per text and runs one tiny product per pair (about
-    half of a training step). einsum folds a side's broadcast dimensions into its matrix instead, the same
-    products in a few large ones. Exported graphs keep MatMul, which every ONNX consumer takes with broadcasting
-    (TensorRT's parser limits Einsum), and the runtime scores one text at a time, where nothing is copied.
+    every video in training copied each video's units once per text and ran one tiny product per pair (a third
+    of a CPU training step). einsum folds a side's broadcast dimensions into its matrix instead, the same
+    products in a few large ones. Exported graphs keep MatMul, as before (ONNX Runtime and TensorRT take it with
+    broadcasting; TensorRT's ONNX parser limits Einsum), so the runtime's graphs do not change.
     """
     if torch.onnx.is_in_onnx_export():
         return a @ b
