@@ -184,7 +184,10 @@ def test_two_processes_equal_one_with_temporal_negatives(tmp_path):
     for one, two in zip(reference, ddp):
         scale = max(float(g.abs().max()) for g in one["grads"].values())
         assert abs(float(one["loss"] - two["loss"])) < 1e-5
-        assert _max_diff(one["grads"], two["grads"]) < 1e-5 * max(1.0, scale)
+        # float32 rounding only: the text positional embedding's gradient sums over every caption and position, in
+        # another order when each process holds half the batch (2.9e-5 of 3.1 with torch.matmul's scoring, 4.6e-5
+        # with broadcast_matmul's). A sync or slicing bug is off by the order of the gradient itself.
+        assert _max_diff(one["grads"], two["grads"]) < 1e-4 * max(1.0, scale)
 
 
 def test_block_order_is_a_permutation_that_keeps_blocks_together():
