@@ -10,8 +10,8 @@ from torch import nn
 
 from hbci.runtime.errors import ConfigError
 
-__all__ = ["create_backbone", "load_backbone_weights", "resolve_pretrained", "config_image_size", "backbone_info", "frame_features",
-           "token_features"]
+__all__ = ["create_backbone", "load_backbone_weights", "resolve_pretrained", "config_image_size", "backbone_info",
+           "freeze_image_layers", "frame_features", "token_features"]
 
 _SHIPPED_CONFIGS = Path(__file__).parent / "configs"
 
@@ -146,6 +146,25 @@ def backbone_info(model: nn.Module) -> dict:
         "image_size": int(image_size[0] if isinstance(image_size, (tuple, list)) else image_size),
         "context_length": int(model.context_length),
     }
+
+
+def freeze_image_layers(clip: nn.Module, blocks: int) -> None:
+    """Keep the image tower's patch embedding and its first `blocks` residual blocks as they are: no gradient
+    reaches them, so the backward pass stops above them."""
+    if blocks == 0:
+        return
+    visual = clip.visual
+    resblocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+    if resblocks is None:
+        raise ConfigError(f"train.vision_frozen_blocks needs a ViT image tower; {type(visual).__name__} has no "
+                          f"residual blocks to freeze")
+    if blocks > len(resblocks):
+        raise ConfigError(f"train.vision_frozen_blocks is {blocks}, but the image tower has {len(resblocks)} blocks")
+    stem = [visual.conv1, visual.ln_pre, *resblocks[:blocks]]
+    params = [p for module in stem for p in module.parameters()]
+    params += [visual.class_embedding, visual.positional_embedding]
+    for param in params:
+        param.requires_grad_(False)
 
 
 def frame_features(clip: nn.Module, frames: torch.Tensor) -> torch.Tensor:

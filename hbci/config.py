@@ -118,6 +118,8 @@ class TrainConfig:
     lr: float = 1e-3                     # learning rate of the new HBCI modules
     backbone_lr_scale: float = 1e-3      # CLIP's lr = lr * this (about 1e-3 for pretrained CLIP)
     vision_lr_scale: float = 1.0         # CLIP's image tower at backbone lr * this (the README: 0.1 keeps up/down)
+    vision_frozen_blocks: int = 0        # the image tower's patch embedding and first N blocks stay as pretrained
+                                         # (no backward pass through them: a faster step)
     weight_decay: float = 0.05
     warmup_fraction: float = 0.1
     grad_clip: float = 1.0
@@ -136,6 +138,8 @@ class TrainConfig:
             raise ConfigError("train: device must be 'auto', 'cuda' or 'cpu'")
         if not self.vision_lr_scale > 0:
             raise ConfigError("train: vision_lr_scale must be > 0")
+        if self.vision_frozen_blocks < 0:
+            raise ConfigError("train: vision_frozen_blocks must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hbci.backbone import freeze_image_layers
 from hbci.caption_order import swap_event_order
 from hbci.checkpoint import save_checkpoint
 from hbci.config import ExperimentConfig, apply_overrides, config_from_dict, config_to_dict, load_config
@@ -214,6 +215,7 @@ def _build_model(config: ExperimentConfig, dist: Distributed) -> HBCI:
     torch.utils.deterministic.fill_uninitialized_memory = False
     with local_rank_zero_first(dist):  # a pretrained tag is downloaded once per machine
         model = HBCI(config.model)
+    freeze_image_layers(model.clip, config.train.vision_frozen_blocks)
     model.to(dist.device)
     broadcast_parameters(model, dist)
     return model

@@ -190,3 +190,41 @@ def test_param_groups_scale_the_backbone_and_its_image_tower():
     assert any(n.startswith("clip.visual.") for n in expected) and any(not n.startswith("clip.") for n in expected)
     with pytest.raises(Exception, match="vision_lr_scale"):
         TrainConfig(vision_lr_scale=0)
+
+
+def test_frozen_image_blocks_keep_their_weights_while_the_rest_trains(synth, tmp_path):
+    import torch
+
+    from hbci.checkpoint import read_checkpoint
+    from hbci.config import config_from_dict
+    from hbci.distributed import Distributed
+    from hbci.train import _build_model
+
+    out = tmp_path / "run"
+    assert run_train(synth, out, "train.vision_frozen_blocks=2") == 0
+    config = config_from_dict(json.loads((out / "config.json").read_text()))
+    start = _build_model(config, Distributed()).state_dict()  # the same seed gives the weights training began from
+    trained = read_checkpoint(out / "final.pt")["model"]
+    frozen = ("clip.visual.conv1.", "clip.visual.ln_pre.", "clip.visual.class_embedding",
+              "clip.visual.positional_embedding", "clip.visual.transformer.resblocks.0.",
+              "clip.visual.transformer.resblocks.1.")
+    changed = {name for name in start if not torch.equal(start[name], trained[name])}
+    assert not {name for name in changed if name.startswith(frozen)}
+    assert any(name.startswith("clip.visual.transformer.resblocks.2.") for name in changed)
+    assert any(name.startswith("clip.visual.ln_post") for name in changed)
+    assert any(not name.startswith("clip.") for name in changed)
+
+
+def test_freezing_more_image_blocks_than_exist_is_a_clear_error():
+    from hbci.backbone import create_backbone, freeze_image_layers
+    from hbci.config import TrainConfig
+
+    clip = create_backbone("hbci-tiny", None)
+    blocks = len(clip.visual.transformer.resblocks)
+    freeze_image_layers(clip, blocks)
+    assert not any(p.requires_grad for p in clip.visual.transformer.parameters())
+    assert clip.visual.ln_post.weight.requires_grad and clip.transformer.resblocks[0].attn.in_proj_weight.requires_grad
+    with pytest.raises(Exception, match=f"has {blocks} blocks"):
+        freeze_image_layers(create_backbone("hbci-tiny", None), blocks + 1)
+    with pytest.raises(Exception, match="vision_frozen_blocks"):
+        TrainConfig(vision_frozen_blocks=-1)
