@@ -160,11 +160,11 @@ def freeze_image_layers(clip: nn.Module, blocks: int) -> None:
                           f"residual blocks to freeze")
     if blocks > len(resblocks):
         raise ConfigError(f"train.vision_frozen_blocks is {blocks}, but the image tower has {len(resblocks)} blocks")
-    stem = [visual.conv1, visual.ln_pre, *resblocks[:blocks]]
-    params = [p for module in stem for p in module.parameters()]
-    params += [visual.class_embedding, visual.positional_embedding]
-    for param in params:
-        param.requires_grad_(False)
+    # What sits before the blocks differs between open_clip ViTs (no class token, no ln_pre): take what exists.
+    stem = [getattr(visual, name, None) for name in ("conv1", "class_embedding", "positional_embedding", "ln_pre")]
+    for part in [*stem, *resblocks[:blocks]]:
+        if part is not None:
+            part.requires_grad_(False)
 
 
 def frame_features(clip: nn.Module, frames: torch.Tensor) -> torch.Tensor:

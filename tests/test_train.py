@@ -216,6 +216,8 @@ def test_frozen_image_blocks_keep_their_weights_while_the_rest_trains(synth, tmp
 
 
 def test_freezing_more_image_blocks_than_exist_is_a_clear_error():
+    import torch
+
     from hbci.backbone import create_backbone, freeze_image_layers
     from hbci.config import TrainConfig
 
@@ -228,3 +230,7 @@ def test_freezing_more_image_blocks_than_exist_is_a_clear_error():
         freeze_image_layers(create_backbone("hbci-tiny", None), blocks + 1)
     with pytest.raises(Exception, match="vision_frozen_blocks"):
         TrainConfig(vision_frozen_blocks=-1)
+    convnet = torch.nn.Module()
+    convnet.visual = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))  # a ResNet-like tower: no residual blocks
+    with pytest.raises(Exception, match="needs a ViT image tower"):
+        freeze_image_layers(convnet, 1)
