@@ -48,6 +48,7 @@ class ModelConfig:
     swapped_caption_negatives: bool = False  # with it, also against its caption's two clauses exchanged (text side)
     rendered_order_negatives: bool = False  # and against its scene filmed with the events swapped (order_negative)
     partial_window_negatives: bool = False  # and against a window with one event whole, little of the other
+    temporal_negative_margin: float = 0.0  # a temporal negative must score this far below its positive (cosine)
 
     def __post_init__(self):
         checks = [
@@ -61,12 +62,15 @@ class ModelConfig:
             (self.bci_iterations >= 0, "bci_iterations must be >= 0"),
             (self.num_frames >= 1 and self.max_words >= 3, "num_frames >= 1 and max_words >= 3"),
             (self.temporal_negative_weight >= 0, "temporal_negative_weight must be >= 0"),
+            (0 <= self.temporal_negative_margin < 2, "temporal_negative_margin must be in [0, 2) (a cosine gap)"),
             (not self.swapped_caption_negatives or self.temporal_negative_weight > 0,
              "swapped_caption_negatives needs temporal_negative_weight > 0 (its weight)"),
             (not self.rendered_order_negatives or self.temporal_negative_weight > 0,
              "rendered_order_negatives needs temporal_negative_weight > 0 (its weight)"),
             (not self.partial_window_negatives or self.temporal_negative_weight > 0,
              "partial_window_negatives needs temporal_negative_weight > 0 (its weight)"),
+            (self.temporal_negative_margin == 0 or self.temporal_negative_weight > 0,
+             "temporal_negative_margin needs temporal_negative_weight > 0 (the term it shapes)"),
         ]
         for ok, message in checks:
             if not ok:

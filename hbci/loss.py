@@ -24,6 +24,11 @@ two-way term, with nothing but the order to tell them apart.
 With `model.partial_window_negatives` a two-event window is also scored against a window that holds one of its
 events whole and little of the other (`hbci.sampling.partial_windows`, spliced from the batch's frame features):
 what a stream shows its caption a second early or late, where look-alike captions fired.
+
+`model.temporal_negative_margin` asks every temporal negative to score that much below its positive (the hinge
+margin of ranking losses such as VSE++, inside the softplus). A standing query alerts on an absolute threshold,
+so a look-alike caption that loses to the true one by a few hundredths still fires; without a margin the term
+stops pushing once the gap is a few times 1/scale.
 """
 
 from __future__ import annotations
@@ -95,10 +100,11 @@ def reorder(feats: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
 
 
 def temporal_negative_loss(positive: torch.Tensor, negative: torch.Tensor, valid: torch.Tensor,
-                           scale: torch.Tensor) -> torch.Tensor:
-    """Mean over valid rows of softplus(scale * (negative - positive)): the two-way cross-entropy of a caption
-    between its own window [N] and that window's temporal negative [N]; 0 when no row is valid."""
-    terms = F.softplus(scale * (negative - positive)) * valid
+                           scale: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """Mean over valid rows of softplus(scale * (negative + margin - positive)): the two-way cross-entropy of a
+    caption between its own window [N] and that window's temporal negative [N], asking the negative to score
+    `margin` below; 0 when no row is valid."""
+    terms = F.softplus(scale * (negative + margin - positive)) * valid
     return terms.sum() / valid.sum().clamp(min=1.0)
 
 
@@ -141,7 +147,8 @@ def hbci_loss(model: HBCI, text: dict, video: dict,
             neg = model.level_similarities(text_side, video_side, paired=True)
             if len(neg) > 1:
                 neg["fused"] = model.fuse(neg)
-            own = torch.stack([temporal_negative_loss(keyed[k].diagonal(), neg[k], valid, scale) for k in keyed])
+            own = torch.stack([temporal_negative_loss(keyed[k].diagonal(), neg[k], valid, scale,
+                                                      cfg.temporal_negative_margin) for k in keyed])
             parts[f"temporal_{name}"] = own.mean().detach()  # logged only: which negatives are learnt
             terms.append(own.sum() * valid.sum())
             count = count + valid.sum() * len(keyed)

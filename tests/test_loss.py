@@ -86,6 +86,22 @@ def test_temporal_negative_loss_is_the_two_way_cross_entropy_of_valid_rows():
     assert temporal_negative_loss(pos, neg, torch.zeros(3), scale).item() == 0.0
 
 
+def test_temporal_negative_margin_keeps_pushing_a_negative_that_already_scores_below():
+    from hbci.loss import temporal_negative_loss
+
+    pos, scale, valid = torch.tensor([0.80]), torch.tensor(20.0), torch.ones(1)
+    neg = torch.tensor([0.75], requires_grad=True)  # already below its positive, by less than the margin
+    plain = temporal_negative_loss(pos, neg, valid, scale)
+    with_margin = temporal_negative_loss(pos, neg, valid, scale, margin=0.2)
+    assert with_margin.item() == pytest.approx(math.log1p(math.exp(20.0 * (0.75 + 0.2 - 0.80))), rel=1e-6)
+    assert with_margin.item() > 2 * plain.item()
+    with_margin.backward()
+    push_with_margin = neg.grad.item()
+    neg.grad = None
+    plain.backward()
+    assert push_with_margin > 3 * neg.grad.item() > 0  # the gradient lowering the negative is several times larger
+
+
 def _tiny(**changes):
     from hbci.config import ModelConfig
     from hbci.model import HBCI
