@@ -18,7 +18,12 @@ prints, per direction pair:
 * with --checkpoint only, video, event order: over the split's two-event clips that have an order-swapped variant,
   how often a clip's caption scores the clip above (a) its own frames rotated at the event boundary, the swap
   negative training uses, and (b) the rendered clip with the events swapped, which hard-negative evaluation uses.
-  A model that rejects (a) far more often than (b) tells the cut in (a), not the order.
+  A model that rejects (a) far more often than (b) tells the cut in (a), not the order;
+* with --checkpoint only, text, event order on the clip: over the split's captions that have a clause-swapped
+  form (`hbci.caption_order`: "X, then Y" -> "Y, then X"), how often a caption scores its own clip above that
+  form, and the median gap between the two scores. The alert benchmark's event-order look-alikes are such forms,
+  and they are compared with a threshold, not with the true caption: a small gap fires them however often the
+  true caption wins.
 
 A diagnosis, not a gate: the README quotes it for the trained model and its backbone. Needs torch.
 """
@@ -145,6 +150,28 @@ def order_video(model, clips, entries: list, clip_frames: int) -> dict:
             "over_swapped": round(100 * float(np.mean(own > other)), 1)}
 
 
+def order_caption(model, clips) -> dict:
+    """Over the clips' captions with a clause-swapped form: the share (%) scoring their own clip above that form,
+    and the median fused-score gap (caption minus swapped form)."""
+    from hbci.caption_order import swap_event_order
+    from hbci.data import frames_to_tensor
+    from hbci.evaluate import encode_texts
+
+    rows = [(i, caption, swap_event_order(caption)) for i, item in enumerate(clips.items) for caption in item.captions]
+    rows = [(i, caption, swapped) for i, caption, swapped in rows if swapped and swapped != caption]
+    if not rows:
+        return {"captions": 0, "over_swapped_caption": None, "median_gap": None}
+    owners = [i for i, _, _ in rows]
+    video = model.encode_video(frames_to_tensor(clips.frames[owners]), torch.from_numpy(clips.masks[owners]).float())
+
+    def scores(texts: list[str]) -> np.ndarray:
+        return model.fuse(model.level_similarities(encode_texts(model, texts), video, paired=True)).numpy()
+
+    gap = scores([c for _, c, _ in rows]) - scores([s for _, _, s in rows])
+    return {"captions": len(rows), "over_swapped_caption": round(100 * float(np.mean(gap > 0)), 1),
+            "median_gap": round(float(np.median(gap)), 3)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = ap.add_mutually_exclusive_group(required=True)
@@ -184,6 +211,7 @@ def main(argv=None) -> int:
                   "split": args.split, "axes": probe(clip, clips, entries, model)}
         if model is not None:
             result["order_video"] = order_video(model, clips, entries, clip_frames)
+            result["order_caption"] = order_caption(model, clips)
     print(f"{result['source']} ({args.split} split of {args.data})")
     for pair, cos in result["text_cosine"].items():
         print(f"  text cosine {pair:26s} {cos:.3f}")
@@ -199,6 +227,9 @@ def main(argv=None) -> int:
         print(f"  event order, {r['pairs']} two-event clips with a swapped variant: the caption prefers its clip over "
               f"its frames rotated at the event boundary {r['over_rotated']}%, over the rendered swapped clip "
               f"{r['over_swapped']}%")
+        r = result["order_caption"]
+        print(f"  event order, {r['captions']} captions with a clause-swapped form: the caption scores its clip above "
+              f"that form {r['over_swapped_caption']}%, median gap {r['median_gap']}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0

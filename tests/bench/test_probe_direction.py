@@ -68,6 +68,16 @@ def test_probe_reports_every_single_move_clip_under_its_axis(tmp_path, tiny_chec
     order = result["order_video"]
     assert expected_pairs > 0 and order["pairs"] == expected_pairs
     assert 0 <= order["over_rotated"] <= 100 and 0 <= order["over_swapped"] <= 100
+    from hbci.caption_order import swap_event_order
+
+    import csv
+
+    with open(data / "test.csv", newline="") as f:
+        captions = [row["caption"] for row in csv.DictReader(f)]
+    swappable = [c for c in captions if swap_event_order(c) not in (None, c)]
+    assert len(swappable) > 0 and result["order_caption"]["captions"] == len(swappable)
+    assert 0 <= result["order_caption"]["over_swapped_caption"] <= 100
+    assert -2.0 <= result["order_caption"]["median_gap"] <= 2.0
 
 
 def test_boundary_cut_counts_the_sampled_frames_before_the_gap_between_events(benchmark_script):
