@@ -48,7 +48,8 @@ class ModelConfig:
     swapped_caption_negatives: bool = False  # with it, also against its caption's two clauses exchanged (text side)
     rendered_order_negatives: bool = False  # and against its scene filmed with the events swapped (order_negative)
     partial_window_negatives: bool = False  # and against a window with one event whole, little of the other
-    temporal_negative_margin: float = 0.0  # a temporal negative must score this far below its positive (cosine)
+    temporal_negative_margin: float = 0.0  # the video-side negatives must score this far below their positive
+    caption_negative_margin: float = 0.0  # and the swapped caption this far below its own (cosine gaps)
 
     def __post_init__(self):
         checks = [
@@ -62,7 +63,8 @@ class ModelConfig:
             (self.bci_iterations >= 0, "bci_iterations must be >= 0"),
             (self.num_frames >= 1 and self.max_words >= 3, "num_frames >= 1 and max_words >= 3"),
             (self.temporal_negative_weight >= 0, "temporal_negative_weight must be >= 0"),
-            (0 <= self.temporal_negative_margin < 2, "temporal_negative_margin must be in [0, 2) (a cosine gap)"),
+            (0 <= self.temporal_negative_margin < 2 and 0 <= self.caption_negative_margin < 2,
+             "temporal_negative_margin and caption_negative_margin must be in [0, 2) (cosine gaps)"),
             (not self.swapped_caption_negatives or self.temporal_negative_weight > 0,
              "swapped_caption_negatives needs temporal_negative_weight > 0 (its weight)"),
             (not self.rendered_order_negatives or self.temporal_negative_weight > 0,
@@ -71,6 +73,8 @@ class ModelConfig:
              "partial_window_negatives needs temporal_negative_weight > 0 (its weight)"),
             (self.temporal_negative_margin == 0 or self.temporal_negative_weight > 0,
              "temporal_negative_margin needs temporal_negative_weight > 0 (the term it shapes)"),
+            (self.caption_negative_margin == 0 or self.swapped_caption_negatives,
+             "caption_negative_margin needs swapped_caption_negatives (the term it shapes)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -25,10 +25,11 @@ With `model.partial_window_negatives` a two-event window is also scored against 
 events whole and little of the other (`hbci.sampling.partial_windows`, spliced from the batch's frame features):
 what a stream shows its caption a second early or late, where look-alike captions fired.
 
-`model.temporal_negative_margin` asks every temporal negative to score that much below its positive (the hinge
-margin of ranking losses such as VSE++, inside the softplus). A standing query alerts on an absolute threshold,
-so a look-alike caption that loses to the true one by a few hundredths still fires; without a margin the term
-stops pushing once the gap is a few times 1/scale.
+`model.temporal_negative_margin` asks the video-side temporal negatives (reversed, rotated, rendered, partial
+windows) to score that much below their positive, and `model.caption_negative_margin` the swapped caption below
+the window's own (the hinge margin of ranking losses such as VSE++, inside the softplus). A standing query alerts
+on an absolute threshold, so a look-alike caption that loses to the true one by a few hundredths still fires;
+without a margin the term stops pushing once the gap is a few times 1/scale.
 """
 
 from __future__ import annotations
@@ -147,8 +148,9 @@ def hbci_loss(model: HBCI, text: dict, video: dict,
             neg = model.level_similarities(text_side, video_side, paired=True)
             if len(neg) > 1:
                 neg["fused"] = model.fuse(neg)
-            own = torch.stack([temporal_negative_loss(keyed[k].diagonal(), neg[k], valid, scale,
-                                                      cfg.temporal_negative_margin) for k in keyed])
+            margin = cfg.caption_negative_margin if name == "caption" else cfg.temporal_negative_margin
+            own = torch.stack([temporal_negative_loss(keyed[k].diagonal(), neg[k], valid, scale, margin)
+                               for k in keyed])
             parts[f"temporal_{name}"] = own.mean().detach()  # logged only: which negatives are learnt
             terms.append(own.sum() * valid.sum())
             count = count + valid.sum() * len(keyed)

@@ -55,13 +55,18 @@ def test_caption_negatives_need_a_temporal_weight_and_ablation_rows_without_one_
                                                *(f"model.{o}=false" for o in options)])
     with pytest.raises(ConfigError, match="temporal_negative_margin"):
         apply_overrides(load_config("small"), ["model.temporal_negative_margin=-0.1"])
+    with pytest.raises(ConfigError, match="caption_negative_margin"):
+        apply_overrides(load_config("small"), ["model.swapped_caption_negatives=false",
+                                               "model.caption_negative_margin=0.2"])
     base = apply_overrides(load_config("small"), [*(f"model.{option}=true" for option in options),
-                                                  "model.temporal_negative_margin=0.1"])
+                                                  "model.temporal_negative_margin=0.1",
+                                                  "model.caption_negative_margin=0.2"])
     for index in range(len(ROWS)):  # every row builds, and a row without temporal negatives has none of them
         model = row_config(base, index, tmp_path).model
         for option in options:
             assert getattr(model, option) == (model.temporal_negative_weight > 0)
         assert (model.temporal_negative_margin > 0) == (model.temporal_negative_weight > 0)
+        assert (model.caption_negative_margin > 0) == model.swapped_caption_negatives
 
 
 def test_seqtransf_row_drops_the_curvature_path_and_later_rows_keep_the_base_one(tmp_path):

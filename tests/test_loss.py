@@ -168,6 +168,24 @@ def test_a_swapped_caption_is_a_negative_for_its_window():
     assert (grads[1] - grads[0]).abs().max() > 1e-6
 
 
+def test_each_margin_shapes_only_its_own_side_of_the_temporal_negatives():
+    """A negative that scores exactly as its positive gives log 2 without a margin and softplus(scale * margin) with
+    one: the caption margin moves the swapped-caption term alone, the temporal margin the video-side terms alone."""
+    from hbci.train import batch_loss
+
+    ids, word_mask, frames, mask = _batch()
+    flags = dict(reverse=torch.ones(4, dtype=torch.bool), cut=torch.zeros(4, dtype=torch.long),
+                 swapped_captions=(ids, word_mask, torch.ones(4)))  # the caption itself: scores as its positive
+    blind = dict(temporal_layers=0, video_pooling="mean", levels=(3,), concepts=1, temporal_negative_weight=1.0,
+                 swapped_caption_negatives=True)  # order-blind: the reversed window scores as the window
+    scale = 1 / 0.07  # logit_scale at init
+    for video_margin, caption_margin in ((0.0, 0.0), (0.0, 0.2), (0.1, 0.0)):
+        model = _tiny(**blind, temporal_negative_margin=video_margin, caption_negative_margin=caption_margin)
+        _, parts = batch_loss(model, ids, word_mask, frames, mask, **flags)
+        assert parts["temporal_reverse"] == pytest.approx(math.log1p(math.exp(scale * video_margin)), rel=1e-4)
+        assert parts["temporal_caption"] == pytest.approx(math.log1p(math.exp(scale * caption_margin)), rel=1e-4)
+
+
 def test_a_rendered_order_swap_is_a_negative_for_its_window():
     """The rendered order negative: frames identical to the window's own score the same, so its term is log 2
     exactly; other frames move the loss and send a gradient into the image tower (their features are computed);
