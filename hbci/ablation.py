@@ -21,8 +21,7 @@ from hbci.config import ExperimentConfig, apply_overrides, load_config
 __all__ = ["ROWS", "row_config", "run_ablation", "markdown_table", "standard_error", "main"]
 
 _NO_TIME = {"temporal_negative_weight": 0.0, "swapped_caption_negatives": False, "rendered_order_negatives": False,
-            "partial_window_negatives": False, "temporal_negative_margin": 0.0,
-            "caption_negative_margin": 0.0}
+            "partial_window_negatives": False, "temporal_negative_margin": 0.0, "caption_negative_margin": 0.0}
 _NO_EXTRAS = {"concepts": 1, "decorrelation_weight": 0.0, "distill_weight": 0.0, **_NO_TIME}
 
 # Each row adds one component to the row before it; the last is the base config itself (the shipped recipe).

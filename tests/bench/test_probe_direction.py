@@ -1,13 +1,14 @@
 """benchmarks/probe_direction.py, the README's direction diagnosis: its cosines behave as cosines (one sentence
-gives 1.0) and a run on a small synthetic split reports every single-move clip under its axis."""
+gives 1.0) and a run on a small synthetic split reports every single-move clip under its axis and counts every
+caption with a clause-swapped form."""
 
+import csv
 import json
 
 import numpy as np
 import pytest
 
 pytest.importorskip("torch", reason="the probe runs the torch model")
-
 
 
 def test_text_cosines_read_one_sentence_as_one_and_opposites_apart(benchmark_script):
@@ -70,9 +71,7 @@ def test_probe_reports_every_single_move_clip_under_its_axis(tmp_path, tiny_chec
     assert 0 <= order["over_rotated"] <= 100 and 0 <= order["over_swapped"] <= 100
     from hbci.caption_order import swap_event_order
 
-    import csv
-
-    with open(data / "test.csv", newline="") as f:
+    with open(data / "test.csv", newline="") as f:  # the captions the probe reads, one per clip
         captions = [row["caption"] for row in csv.DictReader(f)]
     swappable = [c for c in captions if swap_event_order(c) not in (None, c)]
     assert len(swappable) > 0 and result["order_caption"]["captions"] == len(swappable)
