@@ -6,7 +6,8 @@ thresholds beside per-query thresholds from the bundle's background gallery, at 
 
 Methods: "global" (every query at the bundle's calibrated on/off) and "per-query" (each query's own thresholds
 from its null distribution over the gallery at --false-alarm-rate, `hbci.runtime.gallery`; only for a bundle with
-a gallery). The gallery's streams use another seed (`hbci.runtime.gallery.GALLERY_SEED`); the rate was chosen on
+a gallery), each also with the contrast gate ("+contrast": `Monitor(contrast=True)`, `hbci.runtime.opposites`;
+the same recorded scores, with each query's opposites scored on every window). The gallery's streams use another seed (`hbci.runtime.gallery.GALLERY_SEED`); the rate was chosen on
 --seed 0, never on the reported seed 1000.
 
 Each stream (`hbci.synth.make_stream`, seeded by (--seed, stream number), so never the training, validation or
@@ -85,27 +86,30 @@ def record_streams(retriever: Retriever, folder: Path, streams: int, seed: int, 
     cases = []
     for index in range(streams):
         path, known, queries, variant_of = stream_case(folder, seed, index, clips, fps, size)
-        monitor = Monitor(retriever, [q for q, _ in queries], window=window, stride=stride, threshold_on=1e9)
-        spans, rows = [], []
+        monitor = Monitor(retriever, [q for q, _ in queries], window=window, stride=stride, threshold_on=1e9,
+                          contrast=True)
+        spans, rows, rivals = [], [], []
 
         def record(w) -> None:
             spans.append((w.start, w.end))
             rows.append(monitor.raw_scores.astype(np.float32))
+            rivals.append(monitor.contrast_scores.astype(np.float32))
 
         with open_source("file", path) as source:
             for _ in monitor.run(source, on_window=record):
                 pass
         cases.append({"path": path, "known": known, "queries": queries, "variant_of": variant_of, "spans": spans,
-                      "scores": np.stack(rows, axis=1), "stats": monitor.stats.summary()})
+                      "scores": np.stack(rows, axis=1), "contrast": np.stack(rivals, axis=1),
+                      "stats": monitor.stats.summary()})
         log(f"stream {index + 1}/{streams}: {len(known)} clips, {len(queries)} queries, {len(rows)} windows")
     return cases
 
 
 def replay(case: dict, threshold_on: float, threshold_off: float, smoothing: float, bundle_id: str,
-           per_query: list | None = None) -> list[dict]:
+           per_query: list | None = None, contrast: bool = False) -> list[dict]:
     """The events the monitor would raise on a recorded stream at these settings (its own event logic, fed the
     recorded scores: nothing is encoded again). per_query: each query's `QueryThresholds`, as the monitor sets
-    them from the gallery."""
+    them from the gallery; contrast: with the contrast gate."""
     tracker = EventTracker(threshold_on=threshold_on, threshold_off=threshold_off, smoothing=smoothing,
                            bundle_id=bundle_id, source=str(case["path"]))
     for i, (query, _) in enumerate(case["queries"]):
@@ -114,8 +118,9 @@ def replay(case: dict, threshold_on: float, threshold_off: float, smoothing: flo
         else:
             tracker.add(query, per_query[i].own, per_query[i].null)
     events = []
-    for (start, end), raw in zip(case["spans"], case["scores"].T):
-        events += tracker.update(SimpleNamespace(start=start, end=end), raw)
+    for k, ((start, end), raw) in enumerate(zip(case["spans"], case["scores"].T)):
+        events += tracker.update(SimpleNamespace(start=start, end=end), raw,
+                                 contrast=case["contrast"][:, k] if contrast else None)
     return events + tracker.finish("stream_end")
 
 
@@ -129,16 +134,17 @@ def calibrate_cases(retriever: Retriever, cases: list[dict], rate: float) -> Non
 
 
 def evaluate(retriever: Retriever, cases: list[dict], window: float, stride: float, smoothing: float,
-             threshold_on: float | None, threshold_off: float | None, per_query: bool = False) -> dict:
+             threshold_on: float | None, threshold_off: float | None, per_query: bool = False,
+             contrast: bool = False) -> dict:
     """Alert precision / recall over recorded streams at one setting (per_query: each query's own thresholds,
-    `calibrate_cases`)."""
+    `calibrate_cases`; contrast: with the contrast gate)."""
     on, off = resolve_thresholds(retriever.bundle.thresholds, threshold_on, threshold_off, retriever.bundle_id)
     totals = {k: {"tp": 0, "fp": 0, "ignored": 0, "found": 0, "occurrences": 0, "queries": 0} for k in KINDS}
     by_variant = {c: {"queries": 0, "fp": 0} for c in VARIANT_CLASSES}  # the hard negatives, by what they change
     by_events = {kind: {n: {"queries": 0, "fp": 0} for n in (1, 2)} for kind in KINDS}  # by events in the query
     for case in cases:
         alerts = alerts_from_events(replay(case, on, off, smoothing, retriever.bundle_id,
-                                           case["per_query"] if per_query else None))
+                                           case["per_query"] if per_query else None, contrast))
         for text, kind in case["queries"]:
             truths, ambiguous = occurrences(text, case["known"])
             result = match_alerts(alerts.get(text, []), truths, window / 2, ambiguous)
@@ -159,7 +165,8 @@ def evaluate(retriever: Retriever, cases: list[dict], window: float, stride: flo
     precision = tp / max(tp + fp, 1)
     recall = found / max(occurrences_, 1)
     easy_fp = totals["positive"]["fp"] + totals["unrelated"]["fp"]
-    return {"method": "per-query" if per_query else "global", "window": window, "stride": stride,
+    method = ("per-query" if per_query else "global") + ("+contrast" if contrast else "")
+    return {"method": method, "window": window, "stride": stride,
             "smoothing": smoothing, "threshold_on": on,
             "threshold_off": off, "precision": precision, "recall": recall,
             "precision_without_hard_negatives": tp / max(tp + easy_fp, 1),
@@ -178,7 +185,7 @@ def _event_count(query: str) -> int | None:
 
 def _print_result(result: dict) -> None:
     k = result["by_kind"]
-    print(f"{result['method']:9s} stride {result['stride']:.2f} s: precision {result['precision']:.3f}  recall {result['recall']:.3f}  F1 {result['f1']:.3f}  "
+    print(f"{result['method']:18s} stride {result['stride']:.2f} s: precision {result['precision']:.3f}  recall {result['recall']:.3f}  F1 {result['f1']:.3f}  "
           f"(TP {result['tp']}, FP {result['fp']}, not counted over ambiguous clips {result['ignored']})")
     print(f"  precision without the hard-negative queries: {result['precision_without_hard_negatives']:.3f}")
     for kind in KINDS:
@@ -235,6 +242,10 @@ def main(argv=None) -> int:
         print(f"global thresholds on {result['threshold_on']:.4f} / off {result['threshold_off']:.4f}")
         _print_result(result)
         results.append(result)
+        gated = evaluate(retriever, cases, args.window, stride, args.smoothing, args.threshold, args.threshold_off,
+                         contrast=True)
+        _print_result(gated)
+        results.append(gated)
         for rate in args.false_alarm_rate if has_gallery else []:
             calibrate_cases(retriever, cases, rate)
             ons = np.array([t.on for c in cases for t in c["per_query"]])
@@ -247,6 +258,11 @@ def main(argv=None) -> int:
             print(f"per-query thresholds at false-alarm rate {rate:g}: on min {ons.min():.4f} / median "
                   f"{np.median(ons):.4f} / max {ons.max():.4f}; {at_floor} of {ons.size} queries at the floor "
                   f"(the global on) {floor:.4f}")
+            _print_result(r)
+            results.append(r)
+            r = evaluate(retriever, cases, args.window, stride, args.smoothing, None, None, per_query=True,
+                         contrast=True)
+            r.update(false_alarm_rate=rate)
             _print_result(r)
             results.append(r)
         if args.sweep:

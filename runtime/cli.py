@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--false-alarm-rate", type=float, default=DEFAULT_FALSE_ALARM_RATE,
                    help="per-query thresholds: the share of the bundle's background gallery windows a query may "
                         "alert on (%(default)s; 0: the bundle's global thresholds for every query)")
+    p.add_argument("--contrast", action="store_true",
+                   help="contrast gate: a query alerts only on windows where it outscores its opposites (the "
+                        "same caption with its events swapped or a direction word flipped): fewer look-alike "
+                        "alerts, some recall lost")
     p.add_argument("--batch", type=int, default=8, help="windows per encoder call for files (live: always 1)")
     p.add_argument("--max-fps", type=float, default=0.0, help="use at most this many frames per second (0: all)")
     p.add_argument("--save-clips", metavar="DIR", help="write each event's frames as an mp4v file into DIR")
@@ -198,7 +202,7 @@ def _pipeline(args, plan: _Plan, source, sinks: list) -> Pipeline:
                                threads=args.threads)
     settings = MonitorSettings(window=args.window, stride=args.stride, smoothing=args.smoothing,
                                threshold_on=args.threshold, threshold_off=args.threshold_off, batch=args.batch,
-                               false_alarm_rate=args.false_alarm_rate or None)
+                               false_alarm_rate=args.false_alarm_rate or None, contrast=args.contrast)
     if args.save_clips:
         sinks.insert(0, ClipSink(args.save_clips))  # first: it adds the clip's path to the events
     pipeline = Pipeline(source, retriever, plan.queries, settings=settings, sinks=sinks)

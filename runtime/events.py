@@ -9,13 +9,17 @@ Two JSON-ready dicts per event, sharing an `id`:
   start: event "start", id, query, query_index, time (stream seconds when the alert is known: the triggering
          window's last frame), score (smoothed), raw_score, window_start, window_end (first and last frame time of
          the triggering window), threshold (the query's own `on`), calibrated_score, threshold_source, source,
-         bundle_id [, wall_time for live sources]
+         bundle_id [, wall_time for live sources] [, contrast_score with the contrast gate: the best opposite's raw
+         score on the triggering window, null for a query without opposites]
   end:   event "end", same keys, plus reason ("below_threshold" | "stream_end" | "stopped" | "removed"); here
          window_start is the first frame of the event's first window and window_end the last frame of its last
          window at or above `threshold_off`: the extent of the match. duration = window_end - window_start.
          peak_score (smoothed), peak_raw_score and peak_window_start/peak_window_end (the window with the highest
          raw score: the best localisation). time and score are those of the window that ended it (for a stream
          end, a stop or a removal: the last window scored).
+
+The contrast gate (`update(..., contrast=...)`, `hbci.runtime.opposites`): a query whose raw score does not beat
+its best opposite's on a window cannot start an event there; events already open go on by the thresholds alone.
 
 Thresholds are per query: each query has its own on/off pair when the monitor calibrated it against the bundle's
 background gallery (`hbci.runtime.gallery`; threshold_source "query"), else the tracker's global pair
@@ -76,6 +80,7 @@ class _Query:
     text: str
     score: float = math.nan  # smoothed
     raw: float = math.nan
+    rival: float = math.nan  # its best opposite's raw score on the last window (the contrast gate; NaN without)
     active: OpenEvent | None = None
     on: float | None = None  # its own thresholds (None: the tracker's)
     off: float | None = None
@@ -142,6 +147,11 @@ class EventTracker:
     def raw_scores(self) -> np.ndarray:
         return np.array([q.raw for q in self._queries], float)
 
+    @property
+    def contrast_scores(self) -> np.ndarray:
+        """Each query's best opposite's raw score on the last window (-inf: no opposites; NaN: no contrast gate)."""
+        return np.array([q.rival for q in self._queries], float)
+
     def thresholds(self, index: int) -> tuple[float, float]:
         """(on, off) of query `index`: its own, or the tracker's."""
         return self._pair(self._queries[self.position(index)])
@@ -164,32 +174,40 @@ class EventTracker:
     def new_stream(self) -> None:
         """A new stream begins: smoothing starts over (the previous stream's events were ended by `finish`)."""
         for query in self._queries:
-            query.score, query.raw, query.active = math.nan, math.nan, None
+            query.score, query.raw, query.rival, query.active = math.nan, math.nan, math.nan, None
         self._last = None
 
-    def update(self, window: TimeSpan, raw: np.ndarray, indices: list[int] | None = None) -> list[dict]:
+    def update(self, window: TimeSpan, raw: np.ndarray, indices: list[int] | None = None,
+               contrast: np.ndarray | None = None) -> list[dict]:
         """Score one window: raw holds one score per query, in `texts` order, or, with `indices`, for the queries
-        with those indices (a query added since is left out of this window). Return the events it causes."""
+        with those indices (a query added since is left out of this window). contrast, in the same order: each
+        query's best opposite's raw score on this window (the contrast gate: an event starts only where the raw
+        score is above it; -inf for a query without opposites). Return the events it causes."""
         self._last = window
         raw = np.asarray(raw)
         row = {index: i for i, index in enumerate(self.indices if indices is None else indices)}
         queries = [q for q in self._queries if q.index in row]
-        raw = raw[np.asarray([row[q.index] for q in queries], dtype=np.int64)]
+        rows = np.asarray([row[q.index] for q in queries], dtype=np.int64)
+        raw = raw[rows]
+        rivals = [None] * len(queries) if contrast is None else np.asarray(contrast, float)[rows].tolist()
         previous = np.array([q.score for q in queries], float)
         # Exactly this expression (raw stays float32, as the scorer gives it): smoothed scores must not move.
         smoothed = np.where(np.isnan(previous), raw, self.smoothing * previous + (1 - self.smoothing) * raw)
         events = []
-        for query, score, r in zip(queries, smoothed.tolist(), raw.tolist()):
+        for query, score, r, rival in zip(queries, smoothed.tolist(), raw.tolist(), rivals):
             query.score, query.raw = score, r
+            query.rival = math.nan if rival is None else rival
             active = query.active
             on, off = self._pair(query)
             if active is None:
-                if score >= on:
+                if score >= on and (rival is None or r > rival):
                     query.active = OpenEvent(self._next_event, window.start, window.end, score, r,
                                            (window.start, window.end))
                     self._next_event += 1
                     self.events += 1
                     events.append(self._base("start", query, window, score, r))
+                    if rival is not None:
+                        events[-1]["contrast_score"] = round(rival, 6) if math.isfinite(rival) else None
             elif score >= off:
                 active.end = window.end
                 active.peak_score = max(active.peak_score, score)

@@ -12,7 +12,9 @@ in batches.
 Scores and events. The queries are encoded once, when given or added; with a bundle that carries a background
 gallery each query then gets its own thresholds from its scores on it (`hbci.runtime.gallery`). Each window is encoded once and scored
 against all queries (`Retriever.score`); `hbci.runtime.events` smooths the scores and turns them into start / end
-event dicts (its docstring lists the keys). Queries can be added and removed while `run` is under way, from any
+event dicts (its docstring lists the keys). With contrast=True each query's opposites (`hbci.runtime.opposites`)
+are encoded beside it and scored on every window too, and a query may start an event only on a window where it
+outscores all of them (the contrast gate). Queries can be added and removed while `run` is under way, from any
 thread; removing a query with an open event ends that event with reason "removed".
 """
 
@@ -31,6 +33,8 @@ from hbci.runtime.bundle import resolve_thresholds
 from hbci.runtime.errors import ConfigError, QueryError
 from hbci.runtime.events import EventTracker
 from hbci.runtime.gallery import DEFAULT_FALSE_ALARM_RATE, load_gallery, query_thresholds
+from hbci.runtime.opposites import opposite_captions
+from hbci.runtime.retriever import Pack, concat_packs
 from hbci.runtime.video import resize_center_crop
 from hbci.runtime.windows import WindowCutter, WindowSpan, window_frames
 
@@ -165,13 +169,15 @@ class Monitor:
     null distribution over the bundle's background gallery at `false_alarm_rate` (`hbci.runtime.gallery`), and
     without a gallery (or with false_alarm_rate=None) the bundle's calibrated pair; with threshold_on alone, off
     keeps the calibrated gap below it (`hbci.runtime.bundle.resolve_thresholds`). A monitor starts with at least
-    one query unless `require_queries=False` (a service adds them later).
+    one query unless `require_queries=False` (a service adds them later). contrast=True turns on the contrast gate
+    (module docstring): fewer look-alike alerts for some recall, and each query's opposites scored beside it.
     """
 
     def __init__(self, retriever, queries: Sequence[str], *, window: float = DEFAULT_WINDOW,
                  stride: float = DEFAULT_STRIDE, smoothing: float = DEFAULT_SMOOTHING,
                  threshold_on: float | None = None, threshold_off: float | None = None, batch: int = 8,
-                 require_queries: bool = True, false_alarm_rate: float | None = DEFAULT_FALSE_ALARM_RATE):
+                 require_queries: bool = True, false_alarm_rate: float | None = DEFAULT_FALSE_ALARM_RATE,
+                 contrast: bool = False):
         if isinstance(queries, str):
             queries = [queries]
         queries = list(queries)
@@ -200,9 +206,13 @@ class Monitor:
                                     bundle_id=retriever.bundle_id)
         self._lock = threading.RLock()  # queries change from other threads while run() scores
         self._outbox: list[dict] = []  # events of removed queries, delivered by run() in order
+        self.contrast = bool(contrast)
+        self._opposites: dict[int, Pack | None] = {}  # contrast gate: query index -> its opposites, encoded
+        self._opposite_pack: Pack | None = None  # all of them, in one pack, and the row of the query each opposes
+        self._opposite_owner = np.zeros(0, np.int64)
         self.text = retriever.encode_text(queries) if queries else None  # standing queries: encoded once
         for query, thresholds in zip(queries, self._calibrate(self.text) if queries else []):
-            self._add(query, thresholds)
+            self._add(query, thresholds, self._encode_opposites(query))
 
     @property
     def bundle_id(self) -> str:
@@ -240,6 +250,12 @@ class Monitor:
         return self.tracker.raw_scores
 
     @property
+    def contrast_scores(self) -> np.ndarray:
+        """Per query, its best opposite's raw score on the latest window (-inf: it has none; NaN without the
+        contrast gate)."""
+        return self.tracker.contrast_scores
+
+    @property
     def active(self) -> list:
         """Per query, its open event (or None)."""
         return self.tracker.active
@@ -250,9 +266,10 @@ class Monitor:
         (the events' `query_index`). Safe to call from any thread while `run` is under way."""
         pack = self.retriever.encode_text([text])  # QueryError for an empty or oversized query
         thresholds = self._calibrate(pack)[0]  # scored against the gallery outside the lock
+        opposites = self._encode_opposites(text)
         with self._lock:
-            self.text = pack if self.text is None else {k: np.concatenate([v, pack[k]]) for k, v in self.text.items()}
-            return self._add(text, thresholds)
+            self.text = pack if self.text is None else concat_packs([self.text, pack])
+            return self._add(text, thresholds, opposites)
 
     def _calibrate(self, pack: dict) -> list:
         """Each query's thresholds (`hbci.runtime.gallery.query_thresholds`; the global pair without a gallery)."""
@@ -260,8 +277,47 @@ class Monitor:
                                 (self.tracker.threshold_on, self.tracker.threshold_off),
                                 self.false_alarm_rate or DEFAULT_FALSE_ALARM_RATE)
 
-    def _add(self, text: str, thresholds) -> int:
-        return self.tracker.add(text, thresholds.own, thresholds.null)
+    def _add(self, text: str, thresholds, opposites: Pack | None) -> int:
+        index = self.tracker.add(text, thresholds.own, thresholds.null)
+        if self.contrast:
+            self._opposites[index] = opposites
+            self._pack_opposites()
+        return index
+
+    def _encode_opposites(self, text: str) -> Pack | None:
+        """The query's opposites, encoded (None without the gate, or when it has none). An opposite the encoder
+        refuses (a flipped word that makes a query at the length limit too long) is left out."""
+        opposites = opposite_captions(text) if self.contrast else []
+        if not opposites:
+            return None
+        try:
+            return self.retriever.encode_text(opposites)
+        except QueryError:
+            packs = []
+            for opposite in opposites:
+                try:
+                    packs.append(self.retriever.encode_text([opposite]))
+                except QueryError:
+                    pass
+            return concat_packs(packs) if packs else None
+
+    def _pack_opposites(self) -> None:
+        """Gather the standing queries' opposites in one pack, in query order (call with the lock held)."""
+        position = {index: i for i, index in enumerate(self.tracker.indices)}
+        packs = [(position[index], pack) for index, pack in self._opposites.items() if pack is not None]
+        self._opposite_pack = concat_packs([pack for _, pack in packs]) if packs else None
+        owners = [np.full(len(next(iter(pack.values()))), row, np.int64) for row, pack in packs]
+        self._opposite_owner = np.concatenate(owners) if owners else np.zeros(0, np.int64)
+
+    def _contrast_scores(self, video: Pack, queries: int, windows: int) -> np.ndarray | None:
+        """[queries, windows]: each query's best opposite's score (-inf without opposites); None without the gate
+        (call with the lock held)."""
+        if not self.contrast:
+            return None
+        best = np.full((queries, windows), -np.inf, np.float32)
+        if self._opposite_pack is not None:
+            np.maximum.at(best, self._opposite_owner, self.retriever.score(self._opposite_pack, video))
+        return best
 
     def remove_query(self, index: int) -> None:
         """Remove a standing query by index; an open event of it ends with reason "removed" (yielded by `run`
@@ -270,6 +326,8 @@ class Monitor:
             position = self.tracker.position(index)
             event = self.tracker.remove(index)
             self.text = {k: np.delete(v, position, axis=0) for k, v in self.text.items()}
+            if self._opposites.pop(index, None) is not None:
+                self._pack_opposites()
             if event is not None:
                 self._outbox.append(event)
 
@@ -310,13 +368,15 @@ class Monitor:
             with self._lock:
                 scored = self.tracker.indices  # queries added or removed meanwhile are matched by index
                 raw = self.retriever.score(self.text, video) if scored else np.zeros((0, len(batch)), np.float32)
+                rivals = self._contrast_scores(video, len(scored), len(batch))
             self.stats.encode_seconds += time.perf_counter() - begin
             done = time.monotonic()
             for j, window in enumerate(batch):
                 self.stats.windows += 1
                 self.stats.window_latency.append(done - window.arrival)
                 with self._lock:
-                    events = self._take_outbox() + self.tracker.update(window, raw[:, j], scored)
+                    events = self._take_outbox() + self.tracker.update(
+                        window, raw[:, j], scored, None if rivals is None else rivals[:, j])
                 for event in events:
                     if event["event"] == "start":
                         self.stats.events += 1

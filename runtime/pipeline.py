@@ -60,6 +60,7 @@ class MonitorSettings:
     batch: int = 8
     # per-query thresholds from the bundle's gallery at this false-alarm rate (None: the global thresholds)
     false_alarm_rate: float | None = DEFAULT_FALSE_ALARM_RATE
+    contrast: bool = False  # the contrast gate: a query starts an event only where it outscores its opposites
 
 
 class Sink:
@@ -183,7 +184,8 @@ class Pipeline:
         self.monitor = Monitor(retriever, list(queries), window=settings.window, stride=settings.stride,
                                smoothing=settings.smoothing, threshold_on=settings.threshold_on,
                                threshold_off=settings.threshold_off, batch=settings.batch,
-                               require_queries=require_queries, false_alarm_rate=settings.false_alarm_rate)
+                               require_queries=require_queries, false_alarm_rate=settings.false_alarm_rate,
+                               contrast=settings.contrast)
         self._stop = stop or threading.Event()
         self._thread: threading.Thread | None = None
         self._used = False  # the current source has been run (a SourceSpec is opened again for the next run)

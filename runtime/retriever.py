@@ -23,7 +23,7 @@ from hbci.runtime.errors import BundleError, QueryError
 from hbci.runtime.tokenizer import ClipTokenizer
 from hbci.runtime.video import load_clip, preprocess
 
-__all__ = ["Retriever", "Pack", "MAX_QUERY_CHARS", "PRECISIONS", "choose_precision"]
+__all__ = ["Retriever", "Pack", "concat_packs", "MAX_QUERY_CHARS", "PRECISIONS", "choose_precision"]
 
 log = logging.getLogger("hbci")
 
@@ -34,7 +34,8 @@ MAX_QUERY_CHARS = 2000
 PRECISIONS = ("auto", *BUNDLE_PRECISIONS)  # what Retriever.load accepts
 
 
-def _concat(packs: list[Pack]) -> Pack:
+def concat_packs(packs: list[Pack]) -> Pack:
+    """Packs of the same kind (text or video) as one, in order."""
     return {k: np.concatenate([p[k] for p in packs]) for k in packs[0]}
 
 
@@ -170,7 +171,7 @@ class Retriever:
         # Always the bundle's fixed L: variable shapes make ONNX Runtime grow its memory arena.
         encoder = self.backends[TEXT_ENCODER]
         ids_name, mask_name = TEXT_INPUTS
-        return _concat([encoder.run({ids_name: ids[i:i + self.text_chunk],
+        return concat_packs([encoder.run({ids_name: ids[i:i + self.text_chunk],
                                      mask_name: mask[i:i + self.text_chunk].astype(np.float32)})
                         for i in range(0, len(ids), self.text_chunk)])
 
@@ -213,7 +214,7 @@ class Retriever:
             pixels = pixels.reshape(b, t, *pixels.shape[1:])
             packs.append(self.backends[VIDEO_ENCODER].run(
                 dict(zip(VIDEO_INPUTS, (pixels, mask[start:start + b].astype(np.float32))))))
-        return _concat(packs)
+        return concat_packs(packs)
 
     # ------------------------------------------------------------------------------------------------ score
     def score(self, text: Pack, video: Pack, levels: bool = False):

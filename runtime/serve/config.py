@@ -57,6 +57,7 @@ def models():
         threshold_on: Optional[float] = None
         threshold_off: Optional[float] = None
         batch: int = Field(8, ge=1, le=256)
+        contrast: bool = Field(False, description="the contrast gate, as hbci-run --contrast")
         retry: Retry = Field(default_factory=Retry)
 
         @field_validator("target")

@@ -151,7 +151,8 @@ class SourceRunner:
         settings = MonitorSettings(
             window=config.window or defaults.window, stride=config.stride or defaults.stride,
             smoothing=defaults.smoothing if config.smoothing is None else config.smoothing,
-            threshold_on=config.threshold_on, threshold_off=config.threshold_off, batch=config.batch)
+            threshold_on=config.threshold_on, threshold_off=config.threshold_off, batch=config.batch,
+            contrast=config.contrast)
         sinks: list[Sink] = [ClipSink(media / "clips" / config.name)] if clips and media is not None else []
         sinks.append(_ServiceSink(self, hub, media, on_frame))
         spec = SourceSpec(config.kind, config.target, realtime=config.realtime, max_fps=config.max_fps)

@@ -32,3 +32,21 @@ def test_hard_negatives_are_filed_by_variant_and_counted(tmp_path, benchmark_scr
     two_event_hard = sum(len(parse_caption(q.lower())) == 2 for q in hard)
     assert 0 < two_event_hard < len(hard)  # both kinds occur in this stream
     assert by_events["hard_negative"][2]["queries"] == by_events["hard_negative"][2]["fp"] == two_event_hard
+
+
+def test_the_contrast_replay_gates_starts_on_the_recorded_opposite_scores(tmp_path, benchmark_script):
+    """Replayed with the contrast gate, a query alerts only where its recorded score beats its opposites': ties
+    everywhere give no alert, opposites never recorded (-inf) give the alerts of the plain replay."""
+    bench = benchmark_script("bench_alerts")
+    path, known, queries, variant_of = bench.stream_case(tmp_path, seed=5, index=0, clips=2, fps=8.0, size=32)
+    windows = [(i * 0.5, i * 0.5 + 3.0) for i in range(int(known[-1]["end_s"]) * 2)]
+    scores = np.ones((len(queries), len(windows)), np.float32)
+    case = {"path": path, "known": known, "queries": queries, "variant_of": variant_of, "spans": windows,
+            "scores": scores, "contrast": np.full_like(scores, -np.inf)}
+    retriever = SimpleNamespace(bundle=SimpleNamespace(thresholds=None), bundle_id="test")
+    plain = bench.evaluate(retriever, [case], 3.0, 0.5, 0.0, 0.5, 0.4)
+    free = bench.evaluate(retriever, [case], 3.0, 0.5, 0.0, 0.5, 0.4, contrast=True)
+    assert free["method"] == "global+contrast" and (free["tp"], free["fp"]) == (plain["tp"], plain["fp"]) != (0, 0)
+    case["contrast"] = scores.copy()
+    tied = bench.evaluate(retriever, [case], 3.0, 0.5, 0.0, 0.5, 0.4, contrast=True)
+    assert (tied["tp"], tied["fp"], tied["recall"]) == (0, 0, 0.0)

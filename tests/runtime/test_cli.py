@@ -115,6 +115,20 @@ def test_events_are_json_lines_and_clips_are_saved(runtime_bundle, stream_video,
     assert result.stderr.count("back end") == 1
 
 
+def test_contrast_gate_from_the_command_line(runtime_bundle, stream_video):
+    """--contrast: starts carry the best opposite's score, below the query's own; a query without opposites is
+    not gated (contrast_score null), so with a threshold every window passes it alerts at the first window."""
+    path, _ = stream_video
+    result = hbci_run("--bundle", runtime_bundle, "--video", path, "--query", "a red circle moves left, then a blue "
+                      "square grows", "--query", "a dog barks", "--threshold", "-10", "--contrast")
+    assert result.returncode == 0, result.stderr
+    starts = [e for e in events_of(result) if e["event"] == "start"]
+    plain = [e for e in starts if e["query"] == "a dog barks"]
+    assert len(plain) == 1 and plain[0]["contrast_score"] is None and plain[0]["window_start"] == 0.0
+    for event in starts:
+        assert event["contrast_score"] is None or event["contrast_score"] < event["raw_score"]
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signals_drain_and_exit_with_the_documented_code(runtime_bundle, stream_video, signum, code):
     path, _ = stream_video
@@ -145,7 +159,7 @@ import hbci.synth, hbci.runtime.demo
 bundle = {str(runtime_bundle)!r}
 r = Retriever.load(bundle, precision=load_bundle(bundle).precisions[0])
 s = r.score(r.encode_text(["a red circle moves left"]), r.encode_video({str(path)!r}))
-m = Monitor(r, ["a red circle moves left"], threshold_on=0.0)
+m = Monitor(r, ["a red circle moves left"], threshold_on=0.0, contrast=True)
 with open_source("file", {str(path)!r}) as src:
     list(m.run(src))
 rc = main(["--bundle", bundle, "--video", {str(path)!r}, "--query", "x", "--threshold", "0", "--log-level", "error"])

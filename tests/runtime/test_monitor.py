@@ -220,3 +220,49 @@ def test_stream_windows_of_a_file_are_the_windows_of_its_frame_times(stream_vide
     assert [(w.index, w.start, w.end, w.count, w.mask.tolist()) for w in got] == \
         [(s.index, s.start, s.end, s.count, s.mask.tolist()) for s in expected]
     assert all(w.frames.shape == (12, 32, 32, 3) for w in got)
+
+
+def test_contrast_gate_starts_an_event_only_where_the_query_beats_its_opposites():
+    script = {"a box moves left": [0.9, 0.9, 0.8, 0.1, 0.9], "a box moves right": [0.95, 0.5, 0.99, 0.0, 0.9],
+              "a dog barks": [0.9, 0.0, 0.0, 0.0, 0.0]}
+    queries = ["a box moves left", "a dog barks"]
+
+    def run(contrast):
+        retriever = ByTextRetriever()
+        retriever.script_by_text = script
+        m = Monitor(retriever, queries, window=1.0, stride=1.0, threshold_on=0.5, threshold_off=0.3, batch=2,
+                    contrast=contrast)
+        return m, list(m.run(FakeSource(8 * 5)))  # windows 0..4
+
+    plain, events = run(False)
+    assert [(e["event"], e["query"], e["time"]) for e in events if e["event"] == "start"] == [
+        ("start", "a box moves left", 0.875), ("start", "a dog barks", 0.875), ("start", "a box moves left", 4.875)]
+    assert all("contrast_score" not in e for e in events) and np.isnan(plain.contrast_scores).all()
+
+    gated, events = run(True)
+    starts = [e for e in events if e["event"] == "start"]
+    # window 0: its opposite scores higher; window 1: it wins; window 2 (opposite higher again) keeps the open
+    # event; window 4: a tie is no win. "a dog barks" has no opposite: never gated, contrast_score null.
+    assert [(e["query"], e["time"], e["contrast_score"]) for e in starts] == [
+        ("a dog barks", 0.875, None), ("a box moves left", 1.875, 0.5)]
+    ends = [e for e in events if e["event"] == "end" and e["query"] == "a box moves left"]
+    assert [(e["window_start"], e["window_end"]) for e in ends] == [(1.0, 2.875)]
+    assert gated.contrast_scores[0] == pytest.approx(0.9) and gated.contrast_scores[1] == -np.inf
+
+
+def test_contrast_opposites_follow_queries_added_and_removed():
+    retriever = ByTextRetriever()
+    retriever.script_by_text = {"a moves left": [0.9] * 6, "a moves right": [0.0] * 6,
+                                "b grows": [0.9] * 6, "b shrinks": [0.95, 0.95, 0.95, 0.95, 0.1, 0.1]}
+    m = Monitor(retriever, ["a moves left"], window=1.0, stride=1.0, threshold_on=0.5, threshold_off=0.5, batch=1,
+                contrast=True)
+    events = []
+    for event in m.run(FakeSource(8 * 6)):  # windows 0..5
+        events.append(event)
+        if event["event"] == "start" and event["query"] == "a moves left":
+            m.add_query("b grows")  # scored from window 1 on, gated by "b shrinks" until window 4
+            m.remove_query(0)
+    assert [(e["event"], e["query"], e["time"]) for e in events] == [
+        ("start", "a moves left", 0.875), ("end", "a moves left", 0.875), ("start", "b grows", 4.875),
+        ("end", "b grows", 5.875)]
+    assert events[2]["contrast_score"] == pytest.approx(0.1)

@@ -74,3 +74,16 @@ def test_a_missing_archive_is_refused_at_start(tmp_path, capsys):
                       f"archive: {{location: {tmp_path / 'absent.db'}}}\n")
     assert main(["--config", str(config)]) == ExitCode.DATABASE
     assert "absent.db" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("contrast", [False, True])
+def test_a_source_passes_its_contrast_gate_to_its_monitor(runtime_bundle, contrast):
+    from hbci.runtime.retriever import Retriever
+    from hbci.runtime.serve.service import EventHub, SourceRunner
+
+    source = {**GOOD["sources"][0], "queries": ["a red circle moves left"], "threshold_on": 0.5}
+    config = parse_config({"sources": [{**source, "contrast": contrast}] if contrast else [source]})
+    runner = SourceRunner(config.sources[0], Retriever.load(runtime_bundle, precision="auto"), EventHub(8), None,
+                          False, lambda: None)
+    monitor = runner.pipeline.monitor
+    assert monitor.contrast is contrast and (monitor._opposite_pack is not None) is contrast
