@@ -11,8 +11,8 @@ the same recorded scores, with each query's opposites scored on every window). T
 --seed 0, never on the reported seed 1000.
 
 Each stream (`hbci.synth.make_stream`, seeded by (--seed, stream number), so never the training, validation or
-test clips) holds --clips random clips separated by 2-6 s of idle filler (static shapes). Per stream the monitor
-watches, all at once:
+test clips) holds --clips random clips (of --world: classic by default, held_out for the look training never saw)
+separated by 2-6 s of idle filler (static shapes). Per stream the monitor watches, all at once:
   * positive queries: each clip's own caption (it occurs at that clip);
   * hard negatives: for each clip, a caption of one of its variants (motion reversed, order swapped, colours
     swapped) that does not occur anywhere in the stream;
@@ -43,19 +43,19 @@ from hbci.runtime.gallery import DEFAULT_FALSE_ALARM_RATE, load_gallery, query_t
 from hbci.runtime.monitor import DEFAULT_SMOOTHING, DEFAULT_STRIDE, DEFAULT_WINDOW, Monitor
 from hbci.runtime.retriever import Retriever
 from hbci.runtime.sources import open_source
-from hbci.synth import (VARIANT_CLASSES, caption, describe, labelled_variants, make_stream, parse_caption, random_spec,
-                        variant_class)
+from hbci.synth import (VARIANT_CLASSES, WORLDS, caption, describe, labelled_variants, make_stream, parse_caption,
+                        random_spec, variant_class)
 
 KINDS = ("positive", "hard_negative", "unrelated")
 
 
-def stream_case(folder: Path, seed: int, index: int, clips: int, fps: float, size: int):
-    """Render one stream; return (path, known clips, [(query, kind)], {hard-negative query: its VARIANT_CLASSES
+def stream_case(folder: Path, seed: int, index: int, clips: int, fps: float, size: int, world: str = "classic"):
+    """Render one stream (its clips drawn from `hbci.synth.WORLDS[world]`); return (path, known clips, [(query, kind)], {hard-negative query: its VARIANT_CLASSES
     class})."""
     rng = np.random.default_rng([seed, index])
     specs, seen = [], set()
     while len(specs) < clips:
-        spec = random_spec(rng)
+        spec = random_spec(rng, world=WORLDS[world])
         if describe(spec) not in seen:
             specs.append(spec)
             seen.add(describe(spec))
@@ -74,18 +74,18 @@ def stream_case(folder: Path, seed: int, index: int, clips: int, fps: float, siz
             queries.append((caption(variant, rng), "hard_negative"))
             variant_of[queries[-1][0]] = variant_class(label, [e.kind for e in spec.events])
     while sum(kind == "unrelated" for _, kind in queries) < max(1, clips // 2):
-        spec = random_spec(rng)
+        spec = random_spec(rng, world=WORLDS[world])
         if describe(spec) not in seen:
             queries.append((caption(spec, rng), "unrelated"))
     return path, known, queries, variant_of
 
 
 def record_streams(retriever: Retriever, folder: Path, streams: int, seed: int, clips: int, window: float,
-                   stride: float, fps: float = 8.0, size: int = 64, log=print) -> list[dict]:
+                   stride: float, fps: float = 8.0, size: int = 64, log=print, world: str = "classic") -> list[dict]:
     """Render the streams and score every window against every query once (through the monitor, as live)."""
     cases = []
     for index in range(streams):
-        path, known, queries, variant_of = stream_case(folder, seed, index, clips, fps, size)
+        path, known, queries, variant_of = stream_case(folder, seed, index, clips, fps, size, world)
         monitor = Monitor(retriever, [q for q, _ in queries], window=window, stride=stride, threshold_on=1e9,
                           contrast=True)
         spans, rows, rivals = [], [], []
@@ -206,6 +206,9 @@ def main(argv=None) -> int:
     ap.add_argument("--streams", type=int, default=20)
     ap.add_argument("--seed", type=int, default=1000, help="stream seeds: (seed, 0..streams-1)")
     ap.add_argument("--clips", type=int, default=8, help="clips per stream")
+    ap.add_argument("--world", choices=sorted(WORLDS), default="classic",
+                    help="what the clips look like (%(default)s; held_out: the look training never saw, "
+                         "`hbci.synth.HELD_OUT`); the idle filler and the captions stay classic")
     ap.add_argument("--window", type=float, default=DEFAULT_WINDOW)
     ap.add_argument("--stride", type=float, nargs="+", default=[DEFAULT_STRIDE, 0.5],
                     help="strides to measure, seconds (%(default)s)")
@@ -230,11 +233,12 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     results, sweep, windows, encode_ms = [], [], 0, 0.0
     print(f"bundle {retriever.bundle_id} ({precision}), {args.streams} streams x {args.clips} clips (seeds "
-          f"({args.seed}, 0..{args.streams - 1})), window {args.window} s, smoothing {args.smoothing}")
+          f"({args.seed}, 0..{args.streams - 1}), {args.world} world), window {args.window} s, smoothing "
+          f"{args.smoothing}")
     for stride in args.stride:
         with tempfile.TemporaryDirectory(prefix="hbci-bench-alerts-") as tmp:
             cases = record_streams(retriever, Path(tmp), args.streams, args.seed, args.clips, args.window, stride,
-                                   log=lambda m: print(m, file=sys.stderr))
+                                   log=lambda m: print(m, file=sys.stderr), world=args.world)
         windows += sum(c["stats"]["windows"] for c in cases)
         encode_ms += sum(c["stats"]["encode_ms_per_window"] * c["stats"]["windows"] for c in cases)
         result = evaluate(retriever, cases, args.window, stride, args.smoothing, args.threshold,
@@ -279,7 +283,7 @@ def main(argv=None) -> int:
                           f"{r['f1']:.3f}  {k['hard_negative']['fp']} / {k['unrelated']['fp']} / "
                           f"{k['positive']['fp']}")
     summary = {"bundle_id": retriever.bundle_id, "precision_graphs": precision, "streams": args.streams,
-               "seed": args.seed, "clips_per_stream": args.clips, "windows": windows,
+               "seed": args.seed, "world": args.world, "clips_per_stream": args.clips, "windows": windows,
                "encode_ms_per_window": encode_ms / max(windows, 1), "seconds": round(time.perf_counter() - start, 1),
                "results": results, "sweep": sweep}
     if args.json:

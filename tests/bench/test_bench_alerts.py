@@ -50,3 +50,21 @@ def test_the_contrast_replay_gates_starts_on_the_recorded_opposite_scores(tmp_pa
     case["contrast"] = scores.copy()
     tied = bench.evaluate(retriever, [case], 3.0, 0.5, 0.0, 0.5, 0.4, contrast=True)
     assert (tied["tp"], tied["fp"], tied["recall"]) == (0, 0, 0.0)
+
+
+def test_a_held_out_world_draws_every_clip_and_look_alike_in_the_unseen_look(tmp_path, benchmark_script, monkeypatch):
+    from hbci.synth import HELD_OUT_FAMILIES, ClipSpec
+
+    bench = benchmark_script("bench_alerts")
+    rendered = []
+    real = bench.make_stream
+
+    def spy(path, segments, *args, **kwargs):
+        rendered.extend(s for s in segments if isinstance(s, ClipSpec))
+        return real(path, segments, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "make_stream", spy)
+    for world, looks in (("held_out", set(HELD_OUT_FAMILIES)), ("classic", {"black"})):
+        rendered.clear()
+        _, known, queries, _ = bench.stream_case(tmp_path, seed=5, index=0, clips=3, fps=8.0, size=32, world=world)
+        assert len(rendered) == len(known) == 3 and {s.look.background for s in rendered} <= looks
