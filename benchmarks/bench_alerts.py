@@ -7,8 +7,8 @@ thresholds beside per-query thresholds from the bundle's background gallery, at 
 Methods: "global" (every query at the bundle's calibrated on/off) and "per-query" (each query's own thresholds
 from its null distribution over the gallery at --false-alarm-rate, `hbci.runtime.gallery`; only for a bundle with
 a gallery), each also with the contrast gate ("+contrast": `Monitor(contrast=True)`, `hbci.runtime.opposites`;
-the same recorded scores, with each query's opposites scored on every window). The gallery's streams use another seed (`hbci.runtime.gallery.GALLERY_SEED`); the rate was chosen on
---seed 0, never on the reported seed 1000.
+the same recorded scores, with each query's opposites scored on every window). The gallery's streams use another
+seed (`hbci.runtime.gallery.GALLERY_SEED`); the rate was chosen on --seed 0, never on the reported seed 1000.
 
 Each stream (`hbci.synth.make_stream`, seeded by (--seed, stream number), so never the training, validation or
 test clips) holds --clips random clips (of --world: classic by default, held_out for the look training never saw)
@@ -50,8 +50,8 @@ KINDS = ("positive", "hard_negative", "unrelated")
 
 
 def stream_case(folder: Path, seed: int, index: int, clips: int, fps: float, size: int, world: str = "classic"):
-    """Render one stream (its clips drawn from `hbci.synth.WORLDS[world]`); return (path, known clips, [(query, kind)], {hard-negative query: its VARIANT_CLASSES
-    class})."""
+    """Render one stream (its clips drawn from `hbci.synth.WORLDS[world]`); return (path, known clips,
+    [(query, kind)], {hard-negative query: its VARIANT_CLASSES class})."""
     rng = np.random.default_rng([seed, index])
     specs, seen = [], set()
     while len(specs) < clips:

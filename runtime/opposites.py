@@ -26,13 +26,12 @@ MAX_OPPOSITES = 8  # bounds the extra scoring per query (a long caption full of 
 _PAIRS = (
     ("left", "right"), ("leftward", "rightward"), ("leftwards", "rightwards"), ("up", "down"),
     ("upward", "downward"), ("upwards", "downwards"), ("rises", "falls"), ("rising", "falling"), ("rise", "fall"),
-    ("grows", "shrinks"), ("growing", "shrinking"),
-    ("grow", "shrink"), ("bigger", "smaller"), ("expands", "contracts"), ("expanding", "contracting"),
-    ("appears", "disappears"), ("appearing", "disappearing"), ("appear", "disappear"), ("fades in", "fades out"),
-    ("fading in", "fading out"), ("enters", "leaves"), ("entering", "leaving"), ("opens", "closes"),
-    ("opening", "closing"), ("forward", "backward"), ("forwards", "backwards"), ("clockwise", "counterclockwise"),
-    ("towards", "away from"), ("pushes", "pulls"), ("pushing", "pulling"), ("comes into view", "goes out of view"),
-    ("coming into view", "going out of view"),
+    ("grows", "shrinks"), ("growing", "shrinking"), ("grow", "shrink"), ("bigger", "smaller"),
+    ("expands", "contracts"), ("expanding", "contracting"), ("appears", "disappears"), ("appearing", "disappearing"),
+    ("appear", "disappear"), ("fades in", "fades out"), ("fading in", "fading out"), ("enters", "leaves"),
+    ("entering", "leaving"), ("opens", "closes"), ("opening", "closing"), ("forward", "backward"),
+    ("forwards", "backwards"), ("clockwise", "counterclockwise"), ("towards", "away from"), ("pushes", "pulls"),
+    ("pushing", "pulling"), ("comes into view", "goes out of view"), ("coming into view", "going out of view"),
 )
 # Words whose opposite is named by another word (one way only).
 _ONE_WAY = (("drops", "rises"), ("dropping", "rising"), ("sinks", "rises"), ("sinking", "rising"),
@@ -52,7 +51,7 @@ COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "magent
            "grey", "gray", "silver", "gold")
 _COLOUR = re.compile(r"\b(" + "|".join(COLOURS) + r")\b", re.IGNORECASE)
 
-# Longer phrases first, so "fades in" wins over nothing and "counterclockwise" over "clockwise".
+# Longer phrases first, so "grows larger" wins over "grows" and "shows up" over "up".
 _WORD = re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(FLIPS, key=len, reverse=True)) + r")\b",
                    re.IGNORECASE)
 

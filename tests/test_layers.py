@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The torch-free layer: the package itself, and these modules with everything below them. The rest of `hbci` and
 # `hbci.export` is the torch layer.
-TORCH_FREE = ("hbci.runtime", "hbci.calibration", "hbci.synth", "hbci.metrics", "hbci.datasets", "hbci.bench")
+TORCH_FREE = ("hbci.runtime", "hbci.calibration", "hbci.synth", "hbci.metrics", "hbci.datasets", "hbci.bench",
+              "hbci.caption_order")
 TORCH_FREE_EXACT = ("hbci",)
 # Torch-free modules that may import torch (and the torch layer) inside a function, to compare against torch eager
 # and to build models when torch is there.
