@@ -56,9 +56,9 @@ _WORD = re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(FLIPS, key=len
                    re.IGNORECASE)
 
 
-def _flip(word: str) -> str:
-    opposite = FLIPS[word.lower()]
-    return opposite[:1].upper() + opposite[1:] if word[:1].isupper() else opposite
+def _cased_like(word: str, replacement: str) -> str:
+    """replacement, capitalised where word is."""
+    return replacement[:1].upper() + replacement[1:] if word[:1].isupper() else replacement
 
 
 def _exchange_colours(text: str) -> str | None:
@@ -66,12 +66,7 @@ def _exchange_colours(text: str) -> str | None:
     if len(colours) != 2:
         return None
     other = {colours[0]: colours[1], colours[1]: colours[0]}
-
-    def swap(m: re.Match) -> str:
-        word = other[m.group(0).lower()]
-        return word[:1].upper() + word[1:] if m.group(0)[:1].isupper() else word
-
-    return _COLOUR.sub(swap, text)
+    return _COLOUR.sub(lambda m: _cased_like(m.group(0), other[m.group(0).lower()]), text)
 
 
 def opposite_captions(caption: str) -> list[str]:
@@ -79,7 +74,8 @@ def opposite_captions(caption: str) -> list[str]:
     MAX_OPPOSITES, the order swap first."""
     text = " ".join(caption.split())
     found = [swap_event_order(text)]
-    found += [text[:m.start()] + _flip(m.group(0)) + text[m.end():] for m in _WORD.finditer(text)]
+    found += [text[:m.start()] + _cased_like(m.group(0), FLIPS[m.group(0).lower()]) + text[m.end():]
+              for m in _WORD.finditer(text)]
     found.append(_exchange_colours(text))
     opposites, seen = [], {text.lower()}
     for candidate in found:
