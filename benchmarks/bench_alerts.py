@@ -8,8 +8,8 @@ Methods: "global" (every query at the bundle's calibrated on/off) and "per-query
 from its null distribution over the gallery at --false-alarm-rate, `hbci.runtime.gallery`; only for a bundle with
 a gallery), each also with the contrast gate ("+contrast": `Monitor(contrast=True)`, `hbci.runtime.opposites`;
 the same recorded scores, with each query's opposites scored on every window, so the recorded encode time
-includes theirs). The gallery's streams use another
-seed (`hbci.runtime.gallery.GALLERY_SEED`); the rate was chosen on --seed 0, never on the reported seed 1000.
+includes theirs). The gallery's streams use another seed (`hbci.runtime.gallery.GALLERY_SEED`); the rate was
+chosen on --seed 0, never on the reported seed 1000.
 
 Each stream (`hbci.synth.make_stream`, seeded by (--seed, stream number), so never the training, validation or
 test clips) holds --clips random clips (of --world: classic by default, held_out for the look training never saw)
