@@ -266,3 +266,26 @@ def test_contrast_opposites_follow_queries_added_and_removed():
         ("start", "a moves left", 0.875), ("end", "a moves left", 0.875), ("start", "b grows", 4.875),
         ("end", "b grows", 5.875)]
     assert events[2]["contrast_score"] == pytest.approx(0.1)
+
+
+def test_an_opposite_the_encoder_refuses_is_left_out_and_the_rest_still_gate():
+    """A query at the length limit whose flipped word makes an opposite too long: that opposite is dropped, the
+    other (same length) still gates, and the query itself is monitored."""
+
+    class LimitedRetriever(ByTextRetriever):
+        def encode_text(self, texts):
+            if any(len(t) > 40 for t in texts):
+                raise QueryError("too long")
+            return super().encode_text(texts)
+
+    query = "a box moves left, then a ball moves up"  # 38 characters
+    retriever = LimitedRetriever()
+    # "right" makes its opposite 39 characters, "down" 40, the order swap 38: all fit but the limit is 40, so
+    # shorten the limit's margin with a longer flip below instead.
+    retriever.script_by_text = {query: [0.9, 0.9], "a ball moves up, then a box moves left": [0.95, 0.1],
+                                "a box moves right, then a ball moves up": [0.0, 0.0],
+                                "a box moves left, then a ball moves down": [0.0, 0.0]}
+    m = Monitor(retriever, [query], window=1.0, stride=1.0, threshold_on=0.5, threshold_off=0.5, contrast=True)
+    assert len(m._opposite_owner) == 3
+    events = list(m.run(FakeSource(8 * 2)))
+    assert [(e["event"], e["time"]) for e in events] == [("start", 1.875), ("end", 1.875)]
