@@ -2,7 +2,7 @@
 demo stream, for the demo queries and --queries captions of random synthetic clips (as many as the alert benchmark
 watches per stream; their opposites: `hbci.runtime.opposites`). No torch.
 
-    python benchmarks/bench_contrast.py [--bundle B] [--precision P] [--queries 20] [--rounds 3] [--fps 8] [--size 64]
+    python benchmarks/bench_contrast.py [--bundle B] [--precision P] [--queries 20] [--rounds 3]
 
 The two settings take turns, round by round, on the same file (every window, batches of 8), so slow drift of the
 machine hits both; the ratio is what counts.
@@ -13,17 +13,16 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from hbci.runtime.bundle import load_bundle
-from hbci.runtime.demo import BUNDLE_DIR, DEMO_QUERIES, demo_segments
+from hbci.runtime.demo import BUNDLE_DIR, DEMO_QUERIES, demo_stream
 from hbci.runtime.monitor import Monitor
 from hbci.runtime.opposites import opposite_captions
 from hbci.runtime.retriever import Retriever
 from hbci.runtime.sources import open_source
-from hbci.synth import caption, make_stream, random_spec
+from hbci.synth import caption, random_spec
 
 
 def main(argv=None) -> int:
@@ -32,8 +31,6 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", help="default: fp32 if the bundle has it, else its first")
     ap.add_argument("--queries", type=int, default=20, help="random captions watched beside the demo queries")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--fps", type=float, default=8.0)
-    ap.add_argument("--size", type=int, default=64)
     args = ap.parse_args(argv)
     precisions = load_bundle(args.bundle, verify_hashes=False).precisions
     retriever = Retriever.load(args.bundle, precision=args.precision or ("fp32" if "fp32" in precisions
@@ -43,9 +40,7 @@ def main(argv=None) -> int:
     opposites = sum(len(opposite_captions(q)) for q in queries)
     ms = {False: [], True: []}
     with tempfile.TemporaryDirectory(prefix="hbci-bench-contrast-") as tmp:
-        path = Path(tmp) / "demo.mp4"
-        make_stream(path, demo_segments(), args.fps, args.size, np.random.default_rng(2028),
-                    clip_frames=int(round(3.0 * args.fps)))
+        path, _ = demo_stream(tmp)
         for _ in range(args.rounds):
             for contrast in (False, True):
                 monitor = Monitor(retriever, queries, contrast=contrast)

@@ -207,12 +207,13 @@ class Monitor:
         self._lock = threading.RLock()  # queries change from other threads while run() scores
         self._outbox: list[dict] = []  # events of removed queries, delivered by run() in order
         self.contrast = bool(contrast)
-        self._opposites: dict[int, Pack | None] = {}  # contrast gate: query index -> its opposites, encoded
-        self._opposite_pack: Pack | None = None  # all of them, in one pack, and the row of the query each opposes
-        self._opposite_owner = np.zeros(0, np.int64)
+        self._opposites: Pack | None = None  # contrast gate: every standing query's opposites, encoded, one per row
+        self._opposite_of = np.zeros(0, np.int64)  # per row, the index of the query it opposes
         self.text = retriever.encode_text(queries) if queries else None  # standing queries: encoded once
+        opposites, owners = self._encode_opposites(queries)
         for query, thresholds in zip(queries, self._calibrate(self.text) if queries else []):
-            self._add(query, thresholds, self._encode_opposites(query))
+            self._add(query, thresholds)
+        self._keep_opposites(opposites, np.asarray(self.tracker.indices, np.int64)[owners])
 
     @property
     def bundle_id(self) -> str:
@@ -266,10 +267,12 @@ class Monitor:
         (the events' `query_index`). Safe to call from any thread while `run` is under way."""
         pack = self.retriever.encode_text([text])  # QueryError for an empty or oversized query
         thresholds = self._calibrate(pack)[0]  # scored against the gallery outside the lock
-        opposites = self._encode_opposites(text)
+        opposites, owners = self._encode_opposites([text])
         with self._lock:
             self.text = pack if self.text is None else concat_packs([self.text, pack])
-            return self._add(text, thresholds, opposites)
+            index = self._add(text, thresholds)
+            self._keep_opposites(opposites, np.full(len(owners), index, np.int64))
+            return index
 
     def _calibrate(self, pack: dict) -> list:
         """Each query's thresholds (`hbci.runtime.gallery.query_thresholds`; the global pair without a gallery)."""
@@ -277,46 +280,46 @@ class Monitor:
                                 (self.tracker.threshold_on, self.tracker.threshold_off),
                                 self.false_alarm_rate or DEFAULT_FALSE_ALARM_RATE)
 
-    def _add(self, text: str, thresholds, opposites: Pack | None) -> int:
-        index = self.tracker.add(text, thresholds.own, thresholds.null)
-        if self.contrast:
-            self._opposites[index] = opposites
-            self._pack_opposites()
-        return index
+    def _add(self, text: str, thresholds) -> int:
+        return self.tracker.add(text, thresholds.own, thresholds.null)
 
-    def _encode_opposites(self, text: str) -> Pack | None:
-        """The query's opposites, encoded (None without the gate, or when it has none). An opposite the encoder
-        refuses (a flipped word that makes a query at the length limit too long) is left out."""
-        opposites = opposite_captions(text) if self.contrast else []
-        if not opposites:
-            return None
+    def _encode_opposites(self, queries: list[str]) -> tuple[Pack | None, np.ndarray]:
+        """The opposites of these queries, encoded in one call, and per row the position of its query in
+        `queries` (nothing without the gate). An opposite the encoder refuses (a flipped word that makes a query at
+        the length limit too long) is left out."""
+        pairs = [(i, o) for i, q in enumerate(queries) for o in (opposite_captions(q) if self.contrast else [])]
+        owners = np.array([i for i, _ in pairs], np.int64)
+        if not pairs:
+            return None, owners
         try:
-            return self.retriever.encode_text(opposites)
+            return self.retriever.encode_text([o for _, o in pairs]), owners
         except QueryError:
-            packs = []
-            for opposite in opposites:
+            kept = []
+            for i, opposite in pairs:
                 try:
-                    packs.append(self.retriever.encode_text([opposite]))
+                    kept.append((i, self.retriever.encode_text([opposite])))
                 except QueryError:
                     pass
-            return concat_packs(packs) if packs else None
+            if not kept:
+                return None, np.zeros(0, np.int64)
+            return concat_packs([pack for _, pack in kept]), np.array([i for i, _ in kept], np.int64)
 
-    def _pack_opposites(self) -> None:
-        """Gather the standing queries' opposites in one pack, in query order (call with the lock held)."""
-        position = {index: i for i, index in enumerate(self.tracker.indices)}
-        packs = [(position[index], pack) for index, pack in self._opposites.items() if pack is not None]
-        self._opposite_pack = concat_packs([pack for _, pack in packs]) if packs else None
-        owners = [np.full(len(next(iter(pack.values()))), row, np.int64) for row, pack in packs]
-        self._opposite_owner = np.concatenate(owners) if owners else np.zeros(0, np.int64)
+    def _keep_opposites(self, pack: Pack | None, query_indices: np.ndarray) -> None:
+        """Add encoded opposites, each with the index of the query it opposes (call with the lock held)."""
+        if pack is not None:
+            self._opposites = pack if self._opposites is None else concat_packs([self._opposites, pack])
+            self._opposite_of = np.concatenate([self._opposite_of, query_indices])
 
-    def _contrast_scores(self, video: Pack, queries: int, windows: int) -> np.ndarray | None:
-        """[queries, windows]: each query's best opposite's score (-inf without opposites); None without the gate
-        (call with the lock held)."""
+    def _contrast_scores(self, video: Pack, scored: list[int], windows: int) -> np.ndarray | None:
+        """[queries, windows], queries as in `scored`: each one's best opposite's score (-inf without opposites);
+        None without the gate (call with the lock held)."""
         if not self.contrast:
             return None
-        best = np.full((queries, windows), -np.inf, np.float32)
-        if self._opposite_pack is not None:
-            np.maximum.at(best, self._opposite_owner, self.retriever.score(self._opposite_pack, video))
+        best = np.full((len(scored), windows), -np.inf, np.float32)
+        if self._opposites is not None:
+            row = {index: i for i, index in enumerate(scored)}
+            owners = np.array([row[index] for index in self._opposite_of.tolist()], np.int64)
+            np.maximum.at(best, owners, self.retriever.score(self._opposites, video))
         return best
 
     def remove_query(self, index: int) -> None:
@@ -326,8 +329,10 @@ class Monitor:
             position = self.tracker.position(index)
             event = self.tracker.remove(index)
             self.text = {k: np.delete(v, position, axis=0) for k, v in self.text.items()}
-            if self._opposites.pop(index, None) is not None:
-                self._pack_opposites()
+            kept = self._opposite_of != index
+            if not kept.all():
+                self._opposites = {k: v[kept] for k, v in self._opposites.items()} if kept.any() else None
+                self._opposite_of = self._opposite_of[kept]
             if event is not None:
                 self._outbox.append(event)
 
@@ -368,7 +373,7 @@ class Monitor:
             with self._lock:
                 scored = self.tracker.indices  # queries added or removed meanwhile are matched by index
                 raw = self.retriever.score(self.text, video) if scored else np.zeros((0, len(batch)), np.float32)
-                rivals = self._contrast_scores(video, len(scored), len(batch))
+                rivals = self._contrast_scores(video, scored, len(batch))
             self.stats.encode_seconds += time.perf_counter() - begin
             done = time.monotonic()
             for j, window in enumerate(batch):
