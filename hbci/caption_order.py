@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["swap_event_order", "CONNECTIVES"]
+__all__ = ["swap_event_order", "event_clauses", "CONNECTIVES"]
 
 # Between the two clauses, in the order of the text. Longer forms first, so "and after that" wins over "after".
 CONNECTIVES: tuple[str, ...] = (
@@ -29,21 +29,42 @@ _MIDDLE = re.compile(r"^(?P<a>.+?)(?P<conn>" + "|".join(re.escape(c) for c in CO
                      re.IGNORECASE | re.DOTALL)
 
 
-def swap_event_order(caption: str) -> str | None:
-    """The caption with its two ordered clauses exchanged, or None when it has no connective to swap around (or
-    the swap would give the same text)."""
+def _clauses(caption: str) -> tuple[str, str, str, str, bool] | None:
+    """(prefix, first clause, connective, second clause, leading) in the order of the text, or None. leading: the
+    connective opens the caption ("after X, Y": prefix is "after ", connective ", ")."""
     text = caption.strip()
     lower = text.lower()
-    swapped = None
     for lead in _LEADING:
         if lower.startswith(lead) and ", " in text[len(lead):]:
             first, second = text[len(lead):].split(", ", 1)
-            swapped = f"{text[:len(lead)]}{second}, {first}"
-            break
-    if swapped is None:
-        prefix = next((p for p in _PREFIXES if lower.startswith(p)), "")
-        m = _MIDDLE.match(text[len(prefix):])
-        if m is None:
-            return None
-        swapped = f"{text[:len(prefix)]}{m['b']}{m['conn']}{m['a']}"
-    return swapped if swapped.lower() != lower else None
+            return text[:len(lead)], first, ", ", second, True
+    prefix = next((p for p in _PREFIXES if lower.startswith(p)), "")
+    m = _MIDDLE.match(text[len(prefix):])
+    if m is None:
+        return None
+    return text[:len(prefix)], m["a"], m["conn"], m["b"], False
+
+
+def swap_event_order(caption: str) -> str | None:
+    """The caption with its two ordered clauses exchanged, or None when it has no connective to swap around (or
+    the swap would give the same text)."""
+    parts = _clauses(caption)
+    if parts is None:
+        return None
+    prefix, first, conn, second, _ = parts
+    swapped = f"{prefix}{second}{conn}{first}"
+    return swapped if swapped.lower() != caption.strip().lower() else None
+
+
+def event_clauses(caption: str) -> tuple[str, str] | None:
+    """The caption's two events as two captions, (earlier, later) in the time they happen, or None when it has no
+    connective to split at: "X, then Y", "X before Y", "Y after X", "after X, Y", "before Y, X" all give (X, Y).
+    A clause keeps its own words ("first X, then Y" gives ("X", "Y"); "X first, then Y" gives ("X first", "Y"))."""
+    parts = _clauses(caption)
+    if parts is None:
+        return None
+    prefix, first, conn, second, leading = parts
+    word = (prefix if leading else conn).strip(" ,;").lower()
+    if leading:  # "after X, Y": X first; "before Y, X": X first
+        return (first, second) if word == "after" else (second, first)
+    return (second, first) if word == "after" else (first, second)

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from hbci.caption_order import swap_event_order
+from hbci.caption_order import event_clauses, swap_event_order
 from hbci.synth.captions import PHRASINGS, caption, parse_caption
 from hbci.synth.world import ClipSpec, Event, SceneObject
 
@@ -50,3 +50,33 @@ def test_free_text_swaps_around_the_first_connective(text, expected):
 def test_captions_without_two_ordered_clauses_have_no_swap(text):
     """No connective, nothing on one side of it, or a swap that gives the same text back."""
     assert swap_event_order(text) is None
+
+
+_EARLIER = ("a red ball moves left", "a red ball moving left", "a red ball is moving left",
+            "a red ball moves left first")
+_LATER = ("a blue box grows", "a blue box growing", "a blue box is growing")
+
+
+@pytest.mark.parametrize("template", [t for phrasing in PHRASINGS.values() for t in phrasing.two])
+def test_every_sentence_frame_splits_into_its_events_in_time_order(template):
+    """Whatever the connective and whichever event the text names first, the earlier event comes first; the
+    swapped caption splits into the same two clauses the other way round."""
+    earlier, later = event_clauses(template.format(**_FIELDS))
+    assert earlier in _EARLIER and later in _LATER
+    assert event_clauses(swap_event_order(template.format(**_FIELDS))) == (later, earlier)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("After the man opens the door, he walks in", ("the man opens the door", "he walks in")),
+    ("before she dances, she sings", ("she sings", "she dances")),
+    ("She sings before she dances", ("She sings", "she dances")),
+    ("She dances after she sings", ("she sings", "She dances")),
+    ("We see a dog bark, followed by a cat running", ("a dog bark", "a cat running")),
+])
+def test_free_text_splits_at_the_first_connective(text, expected):
+    assert event_clauses(text) == expected
+
+
+@pytest.mark.parametrize("text", ["a red ball moves left", "there is a blue box growing", "", "after that"])
+def test_captions_without_two_ordered_clauses_do_not_split(text):
+    assert event_clauses(text) is None
