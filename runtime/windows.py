@@ -14,6 +14,8 @@ Times are compared with a tolerance of 1 microsecond (frame times such as k / 30
 
 `cut_windows(times, window, stride, T)` gives every window of a finished stream at once (the archive);
 `WindowCutter` gives the same windows as frames arrive one by one (the monitor), and `cut_windows` is built on it.
+`window_halves` splits a window's T sampled frames into its first and second half, each stretched back to T (the
+monitor's order check).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 from hbci.runtime.errors import ConfigError
 from hbci.runtime.video import sample_indices
 
-__all__ = ["WindowSpan", "WindowCutter", "cut_windows", "sample_span", "window_frames", "EPS"]
+__all__ = ["WindowSpan", "WindowCutter", "cut_windows", "sample_span", "window_frames", "window_halves", "EPS"]
 
 EPS = 1e-6  # seconds
 _PERIOD_FRAMES = 5  # the end-of-stream rule measures the frame spacing over this many last frames
@@ -190,3 +192,16 @@ def window_frames(span: WindowSpan, frame: Callable[[int], np.ndarray], shape: t
     for slot, number in enumerate(span.frames):
         out[slot] = frame(int(number))
     return out
+
+
+def window_halves(frames: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first and second half of a window as two windows of T slots: ([2, T, ...] frames, [2, T] mask). Each
+    half's T // 2 frames are each repeated to fill the T slots, so a half keeps the window's frame spacing and the
+    model sees T slots as always (for odd T the middle frame is in neither half)."""
+    count = len(mask)
+    half = count // 2
+    if half == 0:
+        raise ConfigError(f"a window of {count} frame(s) has no halves")
+    pick = (np.arange(count) * half) // count  # 0, 0, 1, 1, ... half - 1
+    chosen = np.stack([pick, count - half + pick])
+    return frames[chosen], np.asarray(mask, bool)[chosen]

@@ -9,7 +9,7 @@ import pytest
 
 from hbci.runtime.errors import ConfigError
 from hbci.runtime.video import sample_indices
-from hbci.runtime.windows import EPS, WindowCutter, cut_windows, window_frames
+from hbci.runtime.windows import EPS, WindowCutter, cut_windows, window_frames, window_halves
 
 
 def naive_windows(times, window, stride, t):
@@ -113,3 +113,21 @@ def test_window_frames_gathers_and_pads():
     (span,) = cut_windows([0.0, 0.5, 1.0], 3.0, 1.0, 4)
     frames = window_frames(span, lambda n: np.full((2, 2, 3), 10 * (n + 1), np.uint8), (2, 2, 3))
     assert frames.shape == (4, 2, 2, 3) and frames[:, 0, 0, 0].tolist() == [10, 20, 30, 0]
+
+
+@pytest.mark.parametrize("count", [2, 12, 13])
+def test_window_halves_stretch_each_half_to_the_window_length(count):
+    """Half i holds the window's first (last) count // 2 frames in order, each repeated to fill count slots; the
+    mask follows the frames; for odd counts the middle frame is in neither half."""
+    frames = np.arange(count, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    mask = np.arange(count) < count - 1  # the last slot padded
+    halves, halves_mask = window_halves(frames, mask)
+    half = count // 2
+    assert halves.shape == (2, count, 2, 2, 3) and halves_mask.shape == (2, count)
+    for i, own in enumerate([np.arange(half), np.arange(count - half, count)]):
+        taken = halves[i, :, 0, 0, 0]
+        assert sorted(set(taken.tolist())) == own.tolist() and np.all(np.diff(taken.astype(int)) >= 0)
+        assert np.bincount(taken, minlength=count)[own].min() >= count // half - 1  # every frame kept, stretched
+        assert halves_mask[i].tolist() == mask[taken].tolist()
+    with pytest.raises(ConfigError):
+        window_halves(frames[:1], mask[:1])
