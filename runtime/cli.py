@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "alert on (%(default)s; 0: the bundle's global thresholds for every query)")
     p.add_argument("--contrast", action="store_true",
                    help="contrast gate: a query alerts only on windows where it outscores its opposites (the "
-                        "same caption with its events swapped, a direction word flipped or two colours exchanged): "
-                        "fewer look-alike alerts, some recall lost")
+                        "same caption with a direction word flipped or two colours exchanged) and, if it tells two "
+                        "events in order, where the window's halves show them in that order: fewer look-alike "
+                        "alerts, some recall lost")
     p.add_argument("--batch", type=int, default=8, help="windows per encoder call for files (live: always 1)")
     p.add_argument("--max-fps", type=float, default=0.0, help="use at most this many frames per second (0: all)")
     p.add_argument("--save-clips", metavar="DIR", help="write each event's frames as an mp4v file into DIR")

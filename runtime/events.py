@@ -10,7 +10,8 @@ Two JSON-ready dicts per event, sharing an `id`:
          window's last frame), score (smoothed), raw_score, window_start, window_end (first and last frame time of
          the triggering window), threshold (the query's own `on`), calibrated_score, threshold_source, source,
          bundle_id [, wall_time for live sources] [, contrast_score with the contrast gate: the best opposite's raw
-         score on the triggering window, null for a query without opposites]
+         score on the triggering window, null for a query without opposites] [, order_score with the gate's order
+         check: the triggering window's order score, null for a query without one]
   end:   event "end", same keys, plus reason ("below_threshold" | "stream_end" | "stopped" | "removed"); here
          window_start is the first frame of the event's first window and window_end the last frame of its last
          window at or above `threshold_off`: the extent of the match. duration = window_end - window_start.
@@ -18,8 +19,9 @@ Two JSON-ready dicts per event, sharing an `id`:
          raw score: the best localisation). time and score are those of the window that ended it (for a stream
          end, a stop or a removal: the last window scored).
 
-The contrast gate (`update(..., contrast=...)`, `hbci.runtime.opposites`): a query whose raw score does not beat
-its best opposite's on a window cannot start an event there; events already open go on by the thresholds alone.
+The contrast gate (`update(..., contrast=..., order=...)`, `hbci.runtime.monitor`): a query whose raw score does
+not beat its best opposite's on a window, or whose order score there is not above 0, cannot start an event there;
+events already open go on by the thresholds alone.
 
 Thresholds are per query: each query has its own on/off pair when the monitor calibrated it against the bundle's
 background gallery (`hbci.runtime.gallery`; threshold_source "query"), else the tracker's global pair
@@ -37,7 +39,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -178,11 +180,13 @@ class EventTracker:
         self._last = None
 
     def update(self, window: TimeSpan, raw: np.ndarray, indices: list[int] | None = None,
-               contrast: np.ndarray | None = None) -> list[dict]:
+               contrast: np.ndarray | None = None, order: Callable[[int], float | None] | None = None) -> list[dict]:
         """Score one window: raw holds one score per query, in `texts` order, or, with `indices`, for the queries
         with those indices (a query added since is left out of this window). contrast, in the same order: each
         query's best opposite's raw score on this window (the contrast gate: an event starts only where the raw
-        score is above it; -inf for a query without opposites). Return the events it causes."""
+        score is above it; -inf for a query without opposites). order: query index -> its order score on this
+        window, or None for a query without an order check; called only for a query that would start otherwise,
+        which then starts only if the score is above 0. Return the events it causes."""
         self._last = window
         raw = np.asarray(raw)
         row = {index: i for i, index in enumerate(self.indices if indices is None else indices)}
@@ -200,7 +204,9 @@ class EventTracker:
             active = query.active
             on, off = self._pair(query)
             if active is None:
-                if score >= on and (rival is None or r > rival):
+                passes = score >= on and (rival is None or r > rival)
+                ordered = order(query.index) if passes and order is not None else None  # asked only here: costly
+                if passes and (ordered is None or ordered > 0):
                     query.active = OpenEvent(self._next_event, window.start, window.end, score, r,
                                            (window.start, window.end))
                     self._next_event += 1
@@ -208,6 +214,8 @@ class EventTracker:
                     events.append(self._base("start", query, window, score, r))
                     if rival is not None:
                         events[-1]["contrast_score"] = round(rival, 6) if math.isfinite(rival) else None
+                    if order is not None:
+                        events[-1]["order_score"] = None if ordered is None else round(ordered, 6)
             elif score >= off:
                 active.end = window.end
                 active.peak_score = max(active.peak_score, score)

@@ -12,10 +12,21 @@ in batches.
 Scores and events. The queries are encoded once, when given or added; with a bundle that carries a background
 gallery each query then gets its own thresholds from its scores on it (`hbci.runtime.gallery`). Each window is encoded once and scored
 against all queries (`Retriever.score`); `hbci.runtime.events` smooths the scores and turns them into start / end
-event dicts (its docstring lists the keys). With contrast=True each query's opposites (`hbci.runtime.opposites`)
-are encoded beside it and scored on every window too, and a query may start an event only on a window where it
-outscores all of them (the contrast gate). Queries can be added and removed while `run` is under way, from any
-thread; removing a query with an open event ends that event with reason "removed".
+event dicts (its docstring lists the keys).
+
+The contrast gate (contrast=True) asks, before a query may start an event, whether the window shows the query or
+its look-alike:
+  * Opposites: each query's opposites (`hbci.runtime.opposites`: direction words flipped, colours exchanged) are
+    encoded beside it and scored on every window; the query must outscore all of them.
+  * Order check: a query that tells two events in order ("X, then Y"; `hbci.caption_order.event_clauses`) is
+    split into its two events, encoded as two captions. On a window where the query would start, the window's
+    first and second halves (`hbci.runtime.windows.window_halves`) are encoded and both events scored on both:
+    the order score is (X - Y on the first half) - (X - Y on the second half), and the start needs it above 0.
+    Whole-window scores tell "X, then Y" from "Y, then X" less often than halves tell X from Y, so the
+    order-swapped caption is not an opposite. The halves are encoded only on such windows, not on every window.
+
+Queries can be added and removed while `run` is under way, from any thread; removing a query with an open event
+ends that event with reason "removed".
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from hbci.caption_order import event_clauses
 from hbci.runtime.bundle import resolve_thresholds
 from hbci.runtime.errors import ConfigError, QueryError
 from hbci.runtime.events import EventTracker
@@ -36,9 +48,10 @@ from hbci.runtime.gallery import DEFAULT_FALSE_ALARM_RATE, load_gallery, query_t
 from hbci.runtime.opposites import opposite_captions
 from hbci.runtime.retriever import Pack, concat_packs
 from hbci.runtime.video import resize_center_crop
-from hbci.runtime.windows import WindowCutter, WindowSpan, window_frames
+from hbci.runtime.windows import WindowCutter, WindowSpan, window_frames, window_halves
 
-__all__ = ["Window", "Monitor", "MonitorStats", "stream_windows", "DEFAULT_WINDOW", "DEFAULT_STRIDE", "DEFAULT_SMOOTHING"]
+__all__ = ["Window", "Monitor", "MonitorStats", "stream_windows", "order_scores", "DEFAULT_WINDOW", "DEFAULT_STRIDE",
+           "DEFAULT_SMOOTHING"]
 
 DEFAULT_WINDOW = 3.0  # seconds: the synthetic clips the demo model learned from are 24 frames at 8 fps
 DEFAULT_STRIDE = 0.25  # chosen on tuning streams (bench_alerts --seed 0): recall 0.40 -> 0.58 against 0.5 s
@@ -64,7 +77,8 @@ class MonitorStats:
     windows: int = 0  # windows encoded and scored
     windows_skipped: int = 0  # live only: windows passed over to stay current
     events: int = 0
-    encode_seconds: float = 0.0  # encode_video + score, summed
+    order_checks: int = 0  # windows whose halves were encoded for the contrast gate's order check
+    encode_seconds: float = 0.0  # encode_video + score (the order checks' too), summed
     started: float = field(default_factory=time.monotonic)
     window_latency: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100_000))
     event_latency: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100_000))
@@ -81,7 +95,8 @@ class MonitorStats:
             return {"p50": float(q[0]), "p95": float(q[1]), "max": float(q[2])}
 
         return {"frames": self.frames, "windows": self.windows, "windows_skipped": self.windows_skipped,
-                "events": self.events, "seconds": elapsed, "frames_per_s": self.frames / elapsed,
+                "events": self.events, "order_checks": self.order_checks, "seconds": elapsed,
+                "frames_per_s": self.frames / elapsed,
                 "windows_per_s": self.windows / elapsed,
                 "encode_ms_per_window": 1000 * self.encode_seconds / max(self.windows, 1),
                 "window_latency_s": quantiles(self.window_latency), "event_latency_s": quantiles(self.event_latency)}
@@ -158,6 +173,23 @@ def stream_windows(source, *, window: float, stride: float, num_frames: int, ima
         yield emit(ready)
 
 
+def order_scores(retriever, events: Pack, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """[pairs, windows]: the order score of each pair of events (rows 2k: the earlier event, 2k + 1: the later, as
+    encoded captions) on each window (frames [W, T, S, S, 3], mask [W, T]): (earlier - later on the window's first
+    half) - (earlier - later on its second half), the halves by `window_halves`. Above 0: the halves show the
+    events in that order. NaN on a window with a half that holds no frame. One encoder call for all halves."""
+    halves, halves_mask = (np.concatenate(parts) for parts in zip(*map(window_halves, frames, mask)))
+    usable = halves_mask.any(axis=1).reshape(-1, 2).all(axis=1)  # [W]
+    pairs = len(next(iter(events.values()))) // 2  # a pack's arrays have one row per caption
+    out = np.full((pairs, len(frames)), np.nan)
+    if usable.any():
+        keep = np.repeat(usable, 2)
+        s = retriever.score(events, retriever.encode_video(halves[keep], halves_mask[keep]))  # [2P, 2W']
+        earlier_minus_later = s[0::2] - s[1::2]  # [P, 2W']: first half, second half, next window's first, ...
+        out[:, usable] = earlier_minus_later[:, 0::2] - earlier_minus_later[:, 1::2]
+    return out
+
+
 class Monitor:
     """Watch a source for standing text queries. See the module docstring for windows, scores and events.
 
@@ -209,11 +241,16 @@ class Monitor:
         self.contrast = bool(contrast)
         self._opposites: Pack | None = None  # contrast gate: every standing query's opposites, encoded, one per row
         self._opposite_of = np.zeros(0, np.int64)  # per row, the index of the query it opposes
+        self._events: Pack | None = None  # order check: each ordered query's two events, earlier then later
+        self._events_of = np.zeros(0, np.int64)  # per pair of rows, the index of the query they tell
         self.text = retriever.encode_text(queries) if queries else None  # standing queries: encoded once
         opposites, owners = self._encode_opposites(queries)
+        events, tellers = self._encode_events(queries)
         for query, thresholds in zip(queries, self._calibrate(self.text) if queries else []):
             self._add(query, thresholds)
-        self._keep_opposites(opposites, np.asarray(self.tracker.indices, np.int64)[owners])
+        indices = np.asarray(self.tracker.indices, np.int64)
+        self._keep_opposites(opposites, indices[owners])
+        self._keep_events(events, indices[tellers])
 
     @property
     def bundle_id(self) -> str:
@@ -268,10 +305,12 @@ class Monitor:
         pack = self.retriever.encode_text([text])  # QueryError for an empty or oversized query
         thresholds = self._calibrate(pack)[0]  # scored against the gallery outside the lock
         opposites, owners = self._encode_opposites([text])
+        events, tellers = self._encode_events([text])
         with self._lock:
             self.text = pack if self.text is None else concat_packs([self.text, pack])
             index = self._add(text, thresholds)
             self._keep_opposites(opposites, np.full(len(owners), index, np.int64))
+            self._keep_events(events, np.full(len(tellers), index, np.int64))
             return index
 
     def _calibrate(self, pack: dict) -> list:
@@ -287,7 +326,23 @@ class Monitor:
         """The opposites of these queries, encoded in one call, and per row the position of its query in
         `queries` (nothing without the gate). An opposite the encoder refuses (a flipped word that makes a query at
         the length limit too long) is left out."""
-        pairs = [(i, o) for i, q in enumerate(queries) for o in (opposite_captions(q) if self.contrast else [])]
+        return self._encode_each([(i, o) for i, q in enumerate(queries)
+                                  for o in (opposite_captions(q) if self.contrast else [])])
+
+    def _encode_events(self, queries: list[str]) -> tuple[Pack | None, np.ndarray]:
+        """The two events of each ordered query (earlier, later: rows 2k and 2k + 1) and per pair the position of
+        its query in `queries` (nothing without the gate; a pair with an event the encoder refuses is left out)."""
+        split = [(i, event_clauses(q)) for i, q in enumerate(queries)] if self.contrast else []
+        pack, owners = self._encode_each([(i, e) for i, pair in split if pair is not None for e in pair])
+        counts = collections.Counter(owners.tolist())
+        both = np.array([counts[o] == 2 for o in owners.tolist()], bool)  # rows stay in order: earlier, later
+        if pack is None or not both.any():
+            return None, np.zeros(0, np.int64)
+        return {key: v[both] for key, v in pack.items()}, owners[both][::2]
+
+    def _encode_each(self, pairs: list[tuple[int, str]]) -> tuple[Pack | None, np.ndarray]:
+        """Encode (owner, text) pairs in one call: the pack and the owners (a text the encoder refuses is left
+        out, with its owner)."""
         owners = np.array([i for i, _ in pairs], np.int64)
         if not pairs:
             return None, owners
@@ -295,9 +350,9 @@ class Monitor:
             return self.retriever.encode_text([o for _, o in pairs]), owners
         except QueryError:
             kept = []
-            for i, opposite in pairs:
+            for i, text in pairs:
                 try:
-                    kept.append((i, self.retriever.encode_text([opposite])))
+                    kept.append((i, self.retriever.encode_text([text])))
                 except QueryError:
                     pass
             if not kept:
@@ -309,6 +364,46 @@ class Monitor:
         if pack is not None:
             self._opposites = pack if self._opposites is None else concat_packs([self._opposites, pack])
             self._opposite_of = np.concatenate([self._opposite_of, query_indices])
+
+    def _keep_events(self, pack: Pack | None, query_indices: np.ndarray) -> None:
+        """Add encoded event pairs, each pair with the index of the query it tells (call with the lock held)."""
+        if pack is not None:
+            self._events = pack if self._events is None else concat_packs([self._events, pack])
+            self._events_of = np.concatenate([self._events_of, query_indices])
+
+    def order_scores(self, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Per standing query (in `queries` order), the order score of one window (frames [T, S, S, 3], mask [T]):
+        (earlier - later event on the first half) - (earlier - later on the second half); NaN for a query without
+        an order check, and for every query where a half holds no frame. One encoder call (the two halves)."""
+        with self._lock:
+            out = np.full(len(self.tracker.indices), np.nan)
+            if self._events is None:
+                return out
+            found = order_scores(self.retriever, self._events, frames[None], mask[None])[:, 0]
+            position = {index: i for i, index in enumerate(self.tracker.indices)}
+            out[[position[index] for index in self._events_of.tolist()]] = found
+            return out
+
+    def _order_check(self, window: Window) -> Callable[[int], float | None] | None:
+        """For the tracker: query index -> this window's order score (None: no check for that query). The halves
+        are encoded on the first call, so only on windows where an ordered query would start (None without the
+        gate or without ordered queries)."""
+        if self._events is None:
+            return None
+        found: list[np.ndarray] = []
+
+        def score(index: int) -> float | None:
+            if index not in self._events_of:
+                return None
+            if not found:
+                begin = time.perf_counter()
+                found.append(self.order_scores(window.frames, window.mask))
+                self.stats.order_checks += 1
+                self.stats.encode_seconds += time.perf_counter() - begin
+            value = found[0][self.tracker.position(index)]
+            return None if math.isnan(value) else float(value)
+
+        return score
 
     def _contrast_scores(self, video: Pack, scored: list[int], windows: int) -> np.ndarray | None:
         """[queries, windows], queries as in `scored`: each one's best opposite's score (-inf without opposites);
@@ -333,6 +428,11 @@ class Monitor:
             if not kept.all():
                 self._opposites = {k: v[kept] for k, v in self._opposites.items()} if kept.any() else None
                 self._opposite_of = self._opposite_of[kept]
+            kept = self._events_of != index
+            if not kept.all():
+                rows = np.repeat(kept, 2)
+                self._events = {k: v[rows] for k, v in self._events.items()} if kept.any() else None
+                self._events_of = self._events_of[kept]
             if event is not None:
                 self._outbox.append(event)
 
@@ -381,7 +481,7 @@ class Monitor:
                 self.stats.window_latency.append(done - window.arrival)
                 with self._lock:
                     events = self._take_outbox() + self.tracker.update(
-                        window, raw[:, j], scored, None if rivals is None else rivals[:, j])
+                        window, raw[:, j], scored, None if rivals is None else rivals[:, j], self._order_check(window))
                 for event in events:
                     if event["event"] == "start":
                         self.stats.events += 1

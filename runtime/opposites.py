@@ -2,11 +2,12 @@
 
 The monitor's contrast gate (`hbci.runtime.monitor.Monitor`, contrast=True) lets a standing query open an event only
 on a window where it outscores each of its opposites. The opposites of "a red circle moves left, then a blue square
-grows" are its order-swapped form ("a blue square grows, then a red circle moves left", `hbci.caption_order`) and
-one caption per direction word, flipped ("... moves right, then ...", "... then a blue square shrinks"). A window
-that shows the query's look-alike (the same objects, the other direction or order) scores the look-alike's
-caption, which is one of these, at least as high as the query: the gate asks the model which of the two it sees,
-instead of asking whether the query passes a threshold that a near miss also passes.
+grows" are one caption per direction word, flipped ("... moves right, then ...", "... then a blue square
+shrinks"), and the two colours exchanged. A window that shows the query's look-alike (the same objects, the other
+direction) scores the look-alike's caption, which is one of these, at least as high as the query: the gate asks
+the model which of the two it sees, instead of asking whether the query passes a threshold that a near miss also
+passes. The look-alike with the events in the other order is the gate's order check (`hbci.runtime.monitor`), not
+an opposite.
 
 The word pairs are plain English motion words (left/right, up/down, grows/shrinks, appears/disappears, enters/leaves,
 opens/closes, ...), flipped one occurrence at a time with case kept; a caption that names two colours also gets them
@@ -16,8 +17,6 @@ exchanged. A query with none of these has no opposites; the gate then lets it th
 from __future__ import annotations
 
 import re
-
-from hbci.caption_order import swap_event_order
 
 __all__ = ["opposite_captions", "FLIPS", "COLOURS", "MAX_OPPOSITES"]
 
@@ -71,10 +70,9 @@ def _exchange_colours(text: str) -> str | None:
 
 def opposite_captions(caption: str) -> list[str]:
     """The caption's opposites (see the module docstring), each once, never the caption itself; at most
-    MAX_OPPOSITES, the order swap first."""
+    MAX_OPPOSITES, in the order of the text."""
     text = " ".join(caption.split())
-    found = [swap_event_order(text)]
-    found += [text[:m.start()] + _cased_like(m.group(0), FLIPS[m.group(0).lower()]) + text[m.end():]
+    found = [text[:m.start()] + _cased_like(m.group(0), FLIPS[m.group(0).lower()]) + text[m.end():]
               for m in _WORD.finditer(text)]
     found.append(_exchange_colours(text))
     opposites, seen = [], {text.lower()}

@@ -74,3 +74,32 @@ def test_open_events_snapshot():
     (open_event,) = tracker.open_events()
     assert open_event == {"id": 0, "query": "a", "query_index": 0, "window_start": 0.0, "window_end": 1.875,
                           "peak_score": pytest.approx(0.9), "peak_raw_score": pytest.approx(0.9)}
+
+
+def test_the_order_check_is_asked_only_where_a_query_would_start_and_blocks_at_or_below_zero():
+    tracker = EventTracker(threshold_on=0.5, threshold_off=0.3)
+    tracker.add("ordered")
+    tracker.add("plain")
+    asked = []
+    verdicts = {0: [-0.2, 0.0, 0.4], 1: [None, None, None]}
+
+    def order_at(k):
+        def order(index):
+            asked.append((k, index))
+            return verdicts[index][k]
+        return order
+
+    events = []
+    rows = [[0.9, 0.1], [0.9, 0.9], [0.9, 0.9], [0.9, 0.9]]
+    for k, row in enumerate(rows[:3]):
+        events += tracker.update(window(k), np.array(row, np.float32), contrast=np.array([-np.inf, -np.inf]),
+                                 order=order_at(k))
+    # window 0: "plain" is below threshold, not asked; "ordered" is blocked (-0.2), then by a tie (0.0), starts at 0.4
+    assert asked == [(0, 0), (1, 0), (1, 1), (2, 0)]
+    assert [(e["query"], e["time"], e["order_score"]) for e in events] == [("plain", 1.875, None),
+                                                                          ("ordered", 2.875, 0.4)]
+    events = tracker.update(window(3), np.array(rows[3], np.float32), order=order_at(3))
+    assert events == [] and asked[-1] == (2, 0)  # open events go on without asking
+    started = EventTracker(threshold_on=0.5, threshold_off=0.3)
+    started.add("q")
+    assert "order_score" not in started.update(window(0), np.array([0.9], np.float32))[0]  # no check, no key

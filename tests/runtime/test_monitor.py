@@ -280,9 +280,90 @@ def test_an_opposite_the_encoder_refuses_is_left_out_and_the_rest_still_gate():
 
     query = "a box moves left, then a ball moves up"  # 38 characters; "... a ball moves down" is 40
     retriever = LimitedRetriever()
-    retriever.script_by_text = {query: [0.9, 0.9], "a ball moves up, then a box moves left": [0.95, 0.1],
-                                "a box moves right, then a ball moves up": [0.0, 0.0]}
+    # video ids: windows 0 and 1, then the halves of window 1 (2 and 3), encoded for the order check
+    retriever.script_by_text = {query: [0.9, 0.9], "a box moves right, then a ball moves up": [0.95, 0.1],
+                                "a box moves left": [None, None, 0.8, 0.2], "a ball moves up": [None, None, 0.1, 0.7]}
     m = Monitor(retriever, [query], window=1.0, stride=1.0, threshold_on=0.5, threshold_off=0.5, contrast=True)
-    events = list(m.run(FakeSource(8 * 2)))  # window 0: the order swap wins; window 1: the query does
+    events = list(m.run(FakeSource(8 * 2)))  # window 0: the opposite wins; window 1: the query does
     assert [(e["event"], e["time"]) for e in events] == [("start", 1.875), ("end", 1.875)]
     assert events[0]["contrast_score"] == pytest.approx(0.1)
+    assert events[0]["order_score"] == pytest.approx((0.8 - 0.1) - (0.2 - 0.7))
+
+
+def test_order_check_starts_an_ordered_query_only_where_its_halves_show_its_events_in_order():
+    """The order check, on windows where the query would start: halves encoded there only, the swapped caption
+    never scored (the script has no row for it), a score at or below 0 blocks, the next window may start."""
+    from hbci.runtime.windows import window_halves
+
+    query = "a box moves left, then a ball moves up"
+    retriever = ByTextRetriever()
+    # video ids: windows 0-3 (one batch); then the halves of window 1 (4, 5), of window 2 (6, 7), of window 3 (8, 9)
+    retriever.script_by_text = {
+        query: [0.1, 0.9, 0.9, 0.9], "a box moves right, then a ball moves up": [0.0] * 4,
+        "a box moves left, then a ball moves down": [0.0] * 4,
+        "a box moves left": [None] * 4 + [0.2, 0.6, 0.5, 0.5, 0.9, 0.1],
+        "a ball moves up": [None] * 4 + [0.6, 0.2, 0.5, 0.5, 0.1, 0.9]}
+    m = Monitor(retriever, [query], window=1.0, stride=1.0, threshold_on=0.5, threshold_off=0.3, batch=4,
+                contrast=True)
+    events = list(m.run(FakeSource(8 * 4)))
+    # window 0: below threshold, no halves; window 1: the halves show the events the other way round (-0.8);
+    # window 2: no order either way (0, a tie is no start); window 3: in order (1.6)
+    assert [(e["event"], e["time"]) for e in events] == [("start", 3.875), ("end", 3.875)]
+    assert events[0]["order_score"] == pytest.approx(1.6) and events[0]["contrast_score"] == pytest.approx(0.0)
+    assert [len(f) for f, _ in retriever.encoded] == [4, 2, 2, 2] and m.stats.order_checks == 3
+    frames, mask = retriever.encoded[1]
+    expected, expected_mask = window_halves(retriever.encoded[0][0][1], retriever.encoded[0][1][1])
+    assert np.array_equal(frames, expected) and np.array_equal(mask, expected_mask)
+
+
+def test_order_check_follows_queries_added_and_removed():
+    """The order check of a query added while running uses its own events; a removed query's events are never
+    scored again (their script rows are deleted once it is removed)."""
+    first, second = "a box grows, then a ball moves up", "a box moves left, then a ball shrinks"
+    retriever = ByTextRetriever()
+    # video ids: window 0 is 0, the halves it asks for 1 and 2; window 1 is 3, its halves 4 and 5; window 2 is 6
+    second_rows = [None, None, None, 0.9, None, None, 0.9]
+    retriever.script_by_text = {
+        first: [0.9], "a box shrinks, then a ball moves up": [0.0], "a box grows, then a ball moves down": [0.0],
+        second: second_rows, "a box moves right, then a ball shrinks": [0.0 if v else v for v in second_rows],
+        "a box moves left, then a ball grows": [0.0 if v else v for v in second_rows],
+        "a box grows": [None, 0.9, 0.1], "a ball moves up": [None, 0.1, 0.9],
+        "a box moves left": [None] * 4 + [0.9, 0.1], "a ball shrinks": [None] * 4 + [0.1, 0.9]}
+    m = Monitor(retriever, [first], window=1.0, stride=1.0, threshold_on=0.5, threshold_off=0.5, batch=1,
+                contrast=True)
+    events = []
+    for event in m.run(FakeSource(8 * 3)):
+        events.append(event)
+        if event["event"] == "start" and event["query"] == first:
+            m.add_query(second)
+            m.remove_query(0)
+            for text in ("a box grows", "a ball moves up"):
+                del retriever.script_by_text[text]
+    assert [(e["event"], e["query"], e["time"]) for e in events] == [
+        ("start", first, 0.875), ("end", first, 0.875), ("start", second, 1.875), ("end", second, 2.875)]
+    assert events[0]["order_score"] == pytest.approx(1.6) and events[2]["order_score"] == pytest.approx(1.6)
+
+
+def test_order_scores_of_several_windows_in_one_call_and_nan_where_a_half_is_empty():
+    """Batched: every window's halves in one encoder call, each pair scored on its windows' halves; a window whose
+    second half holds no frame gets NaN and is not encoded."""
+    from hbci.runtime.monitor import order_scores
+
+    class HalfRetriever(ByTextRetriever):
+        def encode_video(self, frames, mask):
+            self.encoded.append((frames, mask))
+            return {"w": frames[:, 0, 0, 0, 0].astype(int)}  # a half is named by its first frame's value
+
+    retriever = HalfRetriever()
+    # window 0 = frames 0..3 (halves start at 0 and 2), window 2 = frames 20..23 (halves 20, 22); window 1 has
+    # one valid frame, so its second half is empty
+    retriever.script_by_text = {"x": {0: 0.9, 2: 0.1, 20: 0.2, 22: 0.7}, "y": {0: 0.1, 2: 0.8, 20: 0.6, 22: 0.3}}
+    frames = np.stack([np.arange(4), np.arange(10, 14), np.arange(20, 24)]).astype(np.uint8)
+    frames = frames[:, :, None, None, None] * np.ones((1, 1, 2, 2, 3), np.uint8)
+    mask = np.ones((3, 4), bool)
+    mask[1, 1:] = False
+    found = order_scores(retriever, retriever.encode_text(["x", "y"]), frames, mask)
+    assert found.shape == (1, 3) and np.isnan(found[0, 1])
+    assert found[0, 0] == pytest.approx((0.9 - 0.1) - (0.1 - 0.8))
+    assert found[0, 2] == pytest.approx((0.2 - 0.6) - (0.7 - 0.3))
+    assert len(retriever.encoded) == 1 and retriever.encoded[0][0][:, 0, 0, 0, 0].tolist() == [0, 2, 20, 22]
