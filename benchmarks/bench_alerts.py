@@ -6,10 +6,11 @@ thresholds beside per-query thresholds from the bundle's background gallery, at 
 
 Methods: "global" (every query at the bundle's calibrated on/off) and "per-query" (each query's own thresholds
 from its null distribution over the gallery at --false-alarm-rate, `hbci.runtime.gallery`; only for a bundle with
-a gallery), each also with the contrast gate ("+contrast": `Monitor(contrast=True)`, `hbci.runtime.opposites`;
-the same recorded scores, with each query's opposites scored on every window, so the recorded encode time
-includes theirs). The gallery's streams use another seed (`hbci.runtime.gallery.GALLERY_SEED`); the rate was
-chosen on --seed 0, never on the reported seed 1000.
+a gallery), each also with the contrast gate ("+contrast": `Monitor(contrast=True)`, its opposites and its order
+check; the same recorded scores, with each query's opposites scored on every window, so the recorded encode time
+includes theirs, and the order check's halves encoded on every window outside that time). The gallery's streams use
+another seed (`hbci.runtime.gallery.GALLERY_SEED`); the rate was chosen on --seed 0, never on the reported seed
+1000.
 
 Each stream (`hbci.synth.make_stream`, seeded by (--seed, stream number), so never the training, validation or
 test clips) holds --clips random clips (of --world: classic by default, held_out for the look training never saw)
@@ -89,18 +90,20 @@ def record_streams(retriever: Retriever, folder: Path, streams: int, seed: int, 
         path, known, queries, variant_of = stream_case(folder, seed, index, clips, fps, size, world)
         monitor = Monitor(retriever, [q for q, _ in queries], window=window, stride=stride, threshold_on=1e9,
                           contrast=True)
-        spans, rows, rivals = [], [], []
+        spans, rows, rivals, orders = [], [], [], []
 
         def record(w) -> None:
             spans.append((w.start, w.end))
             rows.append(monitor.raw_scores.astype(np.float32))
             rivals.append(monitor.contrast_scores.astype(np.float32))
+            orders.append(monitor.order_scores(w.frames, w.mask).astype(np.float32))
 
         with open_source("file", path) as source:
             for _ in monitor.run(source, on_window=record):
                 pass
         cases.append({"path": path, "known": known, "queries": queries, "variant_of": variant_of, "spans": spans,
                       "scores": np.stack(rows, axis=1), "contrast": np.stack(rivals, axis=1),
+                      "order": np.stack(orders, axis=1),
                       "stats": monitor.stats.summary()})
         log(f"stream {index + 1}/{streams}: {len(known)} clips, {len(queries)} queries, {len(rows)} windows")
     return cases
@@ -120,8 +123,10 @@ def replay(case: dict, threshold_on: float, threshold_off: float, smoothing: flo
             tracker.add(query, per_query[i].own, per_query[i].null)
     events = []
     for k, ((start, end), raw) in enumerate(zip(case["spans"], case["scores"].T)):
+        order = case["order"][:, k].tolist() if contrast else None  # query index i is row i here
         events += tracker.update(SimpleNamespace(start=start, end=end), raw,
-                                 contrast=case["contrast"][:, k] if contrast else None)
+                                 contrast=case["contrast"][:, k] if contrast else None,
+                                 order=(lambda i: None if np.isnan(order[i]) else order[i]) if contrast else None)
     return events + tracker.finish("stream_end")
 
 

@@ -12,7 +12,11 @@ and scored by `Retriever` on the exported bundle against the clip's caption. Per
 * the share of events whose score is at or above the bundle's global threshold (its manifest's thresholds.on);
 * the share at or above a per-query threshold set from that query's negatives at a 1% false-alarm rate: the 99th
   percentile of the query's scores on every window (all offsets) of every other clip that does not overlap its
-  own clip. A measurement of what per-query calibration could reach, not the runtime's feature. No torch.
+  own clip. A measurement of what per-query calibration could reach, not the runtime's feature;
+* for the clips whose caption tells two events in order (`hbci.caption_order.event_clauses`), how often the order
+  is told right: by the whole window (the caption scores above its order-swapped form) and by the contrast gate's
+  order check (`hbci.runtime.monitor.order_scores` above 0: the window's halves show the events in that order).
+No torch.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hbci.caption_order import event_clauses, swap_event_order
+from hbci.runtime.monitor import order_scores
 from hbci.runtime.retriever import Retriever
 from hbci.runtime.video import frame_times, read_indices, resize_center_crop
 from hbci.runtime.windows import sample_span
@@ -77,14 +83,41 @@ def alignment_curve(retriever: Retriever, stream: Path, clips: list[tuple[float,
     per_query = np.nanquantile(negatives.reshape(n, -1), 1 - far, axis=1)
     threshold = bundle.thresholds.on if bundle.thresholds is not None else None
     aligned = own[:, list(offsets).index(0.0)]
+    whole, halves = _order_told(retriever, clips, batch, video, text, n, k)
     rows = []
     for j, o in enumerate(offsets):
         rows.append({"offset_s": o, "mean_score": float(own[:, j].mean()),
                      "relative_to_aligned": float(own[:, j].mean() / aligned.mean()),
                      "share_at_global_threshold": None if threshold is None else float((own[:, j] >= threshold).mean()),
-                     "share_at_per_query_threshold": float((own[:, j] >= per_query).mean())})
-    return {"events": n, "window_s": window, "global_threshold": threshold, "false_alarm_rate": far,
-            "per_query_threshold_mean": float(per_query.mean()), "rows": rows}
+                     "share_at_per_query_threshold": float((own[:, j] >= per_query).mean()),
+                     "order_by_whole_window": float(whole[:, j].mean()) if len(whole) else None,
+                     "order_by_halves": float(halves[:, j].mean()) if len(halves) else None})
+    return {"events": n, "ordered_events": len(whole), "window_s": window, "global_threshold": threshold,
+            "false_alarm_rate": far, "per_query_threshold_mean": float(per_query.mean()), "rows": rows}
+
+
+def _order_told(retriever: Retriever, clips, batch, video, text, n: int, k: int, chunk: int = 64):
+    """[ordered clips, offsets] booleans: the order told right by the whole window (the caption above its swapped
+    form) and by the order check (`order_scores` above 0), for the clips whose caption splits into two events."""
+    ordered = [i for i, (_, c) in enumerate(clips) if event_clauses(c) is not None and swap_event_order(c)]
+    if not ordered:
+        return np.zeros((0, k), bool), np.zeros((0, k), bool)
+    rows = np.array([i * k + j for i in ordered for j in range(k)])  # their windows, clip-major
+    pick = {key: v[rows] for key, v in video.items()}
+    own = retriever.score({key: v[ordered] for key, v in text.items()}, pick)
+    swapped = retriever.score(retriever.encode_text([swap_event_order(clips[i][1]) for i in ordered]), pick)
+    m = len(ordered)
+    diagonal = (np.arange(m)[:, None], np.arange(m)[:, None] * k + np.arange(k)[None])
+    whole = own[diagonal] > swapped[diagonal]
+    halves = np.zeros((m, k), bool)
+    for lo in range(0, m, chunk):  # each chunk's event pairs on its own windows only
+        part = ordered[lo:lo + chunk]
+        events = retriever.encode_text([e for i in part for e in event_clauses(clips[i][1])])
+        frames = np.stack([batch[i * k + j][0] for i in part for j in range(k)])
+        masks = np.stack([batch[i * k + j][1] for i in part for j in range(k)])
+        found = order_scores(retriever, events, frames, masks).reshape(len(part), len(part), k)
+        halves[lo:lo + len(part)] = found[np.arange(len(part)), np.arange(len(part))] > 0
+    return whole, halves
 
 
 def main(argv=None) -> int:
@@ -111,11 +144,15 @@ def main(argv=None) -> int:
     print(f"bundle {retriever.bundle_id} ({precision}), {args.split} split of {args.data}: {result['events']} clips "
           f"end to end, {result['window_s']:g} s windows; global threshold {result['global_threshold']}, per-query "
           f"thresholds at {100 * result['false_alarm_rate']:g}% false alarms (mean {result['per_query_threshold_mean']:.3f})")
-    print("offset s   mean score   vs aligned   >= global threshold   >= per-query threshold")
+    print(f"order told right for the {result['ordered_events']} clips of two ordered events: by the whole window "
+          f"(caption above its swapped form) and by the order check (the window's halves)")
+    print("offset s   mean score   vs aligned   >= global threshold   >= per-query threshold   order: whole / halves")
     for r in result["rows"]:
         g = "-" if r["share_at_global_threshold"] is None else f"{100 * r['share_at_global_threshold']:5.1f}%"
+        order = "-" if r["order_by_whole_window"] is None else \
+            f"{100 * r['order_by_whole_window']:5.1f}% / {100 * r['order_by_halves']:5.1f}%"
         print(f"{r['offset_s']:+8.2f}   {r['mean_score']:10.3f}   {100 * r['relative_to_aligned']:9.1f}%   "
-              f"{g:>19}   {100 * r['share_at_per_query_threshold']:21.1f}%")
+              f"{g:>19}   {100 * r['share_at_per_query_threshold']:21.1f}%   {order:>20}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from hbci.caption_order import event_clauses
 from hbci.synth import VARIANT_CLASSES, parse_caption
 
 
@@ -34,15 +35,16 @@ def test_hard_negatives_are_filed_by_variant_and_counted(tmp_path, benchmark_scr
     assert by_events["hard_negative"][2]["queries"] == by_events["hard_negative"][2]["fp"] == two_event_hard
 
 
-def test_the_contrast_replay_gates_starts_on_the_recorded_opposite_scores(tmp_path, benchmark_script):
-    """Replayed with the contrast gate, a query alerts only where its recorded score beats its opposites': ties
-    everywhere give no alert, opposites never recorded (-inf) give the alerts of the plain replay."""
+def test_the_contrast_replay_gates_starts_on_the_recorded_opposite_and_order_scores(tmp_path, benchmark_script):
+    """Replayed with the contrast gate, a query alerts only where its recorded score beats its opposites' and its
+    recorded order score is above 0: ties everywhere give no alert, no opposites (-inf) and no order checks (NaN)
+    give the alerts of the plain replay, order scores of 0 block the ordered queries."""
     bench = benchmark_script("bench_alerts")
     path, known, queries, variant_of = bench.stream_case(tmp_path, seed=5, index=0, clips=2, fps=8.0, size=32)
     windows = [(i * 0.5, i * 0.5 + 3.0) for i in range(int(known[-1]["end_s"]) * 2)]
     scores = np.ones((len(queries), len(windows)), np.float32)
     case = {"path": path, "known": known, "queries": queries, "variant_of": variant_of, "spans": windows,
-            "scores": scores, "contrast": np.full_like(scores, -np.inf)}
+            "scores": scores, "contrast": np.full_like(scores, -np.inf), "order": np.full_like(scores, np.nan)}
     retriever = SimpleNamespace(bundle=SimpleNamespace(thresholds=None), bundle_id="test")
     plain = bench.evaluate(retriever, [case], 3.0, 0.5, 0.0, 0.5, 0.4)
     free = bench.evaluate(retriever, [case], 3.0, 0.5, 0.0, 0.5, 0.4, contrast=True)
@@ -50,6 +52,15 @@ def test_the_contrast_replay_gates_starts_on_the_recorded_opposite_scores(tmp_pa
     case["contrast"] = scores.copy()
     tied = bench.evaluate(retriever, [case], 3.0, 0.5, 0.0, 0.5, 0.4, contrast=True)
     assert (tied["tp"], tied["fp"], tied["recall"]) == (0, 0, 0.0)
+    case["contrast"] = np.full_like(scores, -np.inf)
+    ordered = np.array([event_clauses(q) is not None for q, _ in queries])
+    assert 0 < ordered.sum() < len(queries)
+    case["order"][ordered] = 0.0
+    blocked = bench.evaluate(retriever, [case], 3.0, 0.5, 0.0, 0.5, 0.4, contrast=True)
+    case["order"][ordered] = 0.1
+    passed = bench.evaluate(retriever, [case], 3.0, 0.5, 0.0, 0.5, 0.4, contrast=True)
+    assert (passed["tp"], passed["fp"]) == (plain["tp"], plain["fp"])
+    assert blocked["tp"] + blocked["fp"] == plain["tp"] + plain["fp"] - ordered.sum()  # one alert per query
 
 
 def test_a_held_out_world_draws_every_clip_and_look_alike_in_the_unseen_look(tmp_path, benchmark_script, monkeypatch):
