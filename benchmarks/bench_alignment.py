@@ -83,7 +83,7 @@ def alignment_curve(retriever: Retriever, stream: Path, clips: list[tuple[float,
     per_query = np.nanquantile(negatives.reshape(n, -1), 1 - far, axis=1)
     threshold = bundle.thresholds.on if bundle.thresholds is not None else None
     aligned = own[:, list(offsets).index(0.0)]
-    whole, halves = _order_told(retriever, clips, batch, video, text, n, k)
+    whole, halves = _order_told(retriever, clips, batch, video, text, k)
     rows = []
     for j, o in enumerate(offsets):
         rows.append({"offset_s": o, "mean_score": float(own[:, j].mean()),
@@ -96,7 +96,7 @@ def alignment_curve(retriever: Retriever, stream: Path, clips: list[tuple[float,
             "false_alarm_rate": far, "per_query_threshold_mean": float(per_query.mean()), "rows": rows}
 
 
-def _order_told(retriever: Retriever, clips, batch, video, text, n: int, k: int, chunk: int = 64):
+def _order_told(retriever: Retriever, clips, batch, video, text, k: int, chunk: int = 64):
     """[ordered clips, offsets] booleans: the order told right by the whole window (the caption above its swapped
     form) and by the order check (`order_scores` above 0), for the clips whose caption splits into two events."""
     ordered = [i for i, (_, c) in enumerate(clips) if event_clauses(c) is not None and swap_event_order(c)]

@@ -50,7 +50,7 @@ def test_order_figures_do_not_depend_on_the_chunking_and_flip_with_the_captions(
 
     def told(captions, chunk):
         text = retriever.encode_text([c for _, c in captions])
-        return bench._order_told(retriever, captions, batch, video, text, len(captions), len(offsets), chunk)
+        return bench._order_told(retriever, captions, batch, video, text, len(offsets), chunk)
 
     whole, halves = told(clips, 64)
     whole_2, halves_2 = told(clips, 2)
