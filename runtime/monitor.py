@@ -331,8 +331,10 @@ class Monitor:
 
     def _encode_events(self, queries: list[str]) -> tuple[Pack | None, np.ndarray]:
         """The two events of each ordered query (earlier, later: rows 2k and 2k + 1) and per pair the position of
-        its query in `queries` (nothing without the gate; a pair with an event the encoder refuses is left out)."""
-        split = [(i, event_clauses(q)) for i, q in enumerate(queries)] if self.contrast else []
+        its query in `queries` (nothing without the gate, or with windows of one frame, which have no halves; a pair
+        with an event the encoder refuses is left out)."""
+        checked = self.contrast and self.num_frames >= 2
+        split = [(i, event_clauses(q)) for i, q in enumerate(queries)] if checked else []
         pack, owners = self._encode_each([(i, e) for i, pair in split if pair is not None for e in pair])
         counts = collections.Counter(owners.tolist())
         both = np.array([counts[o] == 2 for o in owners.tolist()], bool)  # rows stay in order: earlier, later

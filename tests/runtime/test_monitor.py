@@ -367,3 +367,15 @@ def test_order_scores_of_several_windows_in_one_call_and_nan_where_a_half_is_emp
     assert found[0, 0] == pytest.approx((0.9 - 0.1) - (0.1 - 0.8))
     assert found[0, 2] == pytest.approx((0.2 - 0.6) - (0.7 - 0.3))
     assert len(retriever.encoded) == 1 and retriever.encoded[0][0][:, 0, 0, 0, 0].tolist() == [0, 2, 20, 22]
+
+
+def test_a_one_frame_model_keeps_its_opposites_and_has_no_order_check():
+    """Windows of one frame have no halves: the gate then gates by the opposites alone."""
+    query = "a box moves left, then a ball grows"
+    retriever = ByTextRetriever(num_frames=1)
+    retriever.script_by_text = {query: [0.9, 0.9], "a box moves right, then a ball grows": [0.95, 0.1],
+                                "a box moves left, then a ball shrinks": [0.0, 0.0]}
+    m = Monitor(retriever, [query], window=1.0, stride=1.0, threshold_on=0.5, threshold_off=0.5, contrast=True)
+    events = list(m.run(FakeSource(8 * 2)))
+    assert [(e["event"], e["time"]) for e in events] == [("start", 1.875), ("end", 1.875)]
+    assert "order_score" not in events[0] and m.stats.order_checks == 0
