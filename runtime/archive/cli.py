@@ -165,5 +165,5 @@ def search_main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":  # python -m hbci.runtime.archive.cli index|search ...
     _commands = {"index": index_main, "search": search_main}
     if len(sys.argv) < 2 or sys.argv[1] not in _commands:
-        sys.exit(f"usage: python -m hbci.runtime.archive.cli {{index,search}} ...")
+        sys.exit("usage: python -m hbci.runtime.archive.cli {index,search} ...")
     sys.exit(_commands[sys.argv[1]](sys.argv[2:]))

@@ -348,13 +348,11 @@ def _read_file(path: Path, old: FileRecord | None, meta: ArchiveMeta, batch: int
 def _store_file(store: Store, retriever, video: Path, stat: os.stat_result, old: FileRecord | None,
                 channel: queue.Queue, summary: IndexSummary, bar: _Progress) -> None:
     digest, duration, writer, count = "", 0.0, None, 0
-    record = FileRecord(str(video), stat.st_size, stat.st_mtime_ns, "", "indexed")
     try:
         while True:
             kind, value = channel.get()
             if kind == "hash":
                 digest = value
-                record = FileRecord(str(video), stat.st_size, stat.st_mtime_ns, digest, "indexed")
             elif kind == "same":  # only size or mtime changed: the stored windows (or the failure) stay
                 store.put_record(dataclasses.replace(old, size=stat.st_size, mtime_ns=stat.st_mtime_ns))
                 summary.touched += 1

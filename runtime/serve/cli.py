@@ -9,7 +9,6 @@ import signal
 import socket
 import sys
 import threading
-from pathlib import Path
 from typing import Sequence
 
 from hbci.runtime.errors import (ExitCode, HbciError, ServiceError, exit_code, exit_codes_epilog,
