@@ -173,6 +173,26 @@ def stream_windows(source, *, window: float, stride: float, num_frames: int, ima
         yield emit(ready)
 
 
+class _QueryTexts:
+    """Encoded captions that belong to standing queries (their opposites, or their two events): one pack, and per row
+    the index of the query it belongs to. A removed query's rows are dropped; nothing is encoded again."""
+
+    def __init__(self):
+        self.pack: Pack | None = None
+        self.owners = np.zeros(0, np.int64)
+
+    def add(self, pack: Pack | None, owners: np.ndarray) -> None:
+        if pack is not None:
+            self.pack = pack if self.pack is None else concat_packs([self.pack, pack])
+            self.owners = np.concatenate([self.owners, owners])
+
+    def drop(self, index: int) -> None:
+        kept = self.owners != index
+        if not kept.all():
+            self.pack = {k: v[kept] for k, v in self.pack.items()} if kept.any() else None
+            self.owners = self.owners[kept]
+
+
 def order_scores(retriever, events: Pack, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """[pairs, windows]: the order score of each pair of events (rows 2k: the earlier event, 2k + 1: the later, as
     encoded captions) on each window (frames [W, T, S, S, 3], mask [W, T]): (earlier - later on the window's first
@@ -239,18 +259,16 @@ class Monitor:
         self._lock = threading.RLock()  # queries change from other threads while run() scores
         self._outbox: list[dict] = []  # events of removed queries, delivered by run() in order
         self.contrast = bool(contrast)
-        self._opposites: Pack | None = None  # contrast gate: every standing query's opposites, encoded, one per row
-        self._opposite_of = np.zeros(0, np.int64)  # per row, the index of the query it opposes
-        self._events: Pack | None = None  # order check: each ordered query's two events, earlier then later
-        self._events_of = np.zeros(0, np.int64)  # per pair of rows, the index of the query they tell
+        self._opposites = _QueryTexts()  # contrast gate: every standing query's opposites
+        self._events = _QueryTexts()  # order check: each ordered query's two events, rows 2k (earlier), 2k + 1
         self.text = retriever.encode_text(queries) if queries else None  # standing queries: encoded once
         opposites, owners = self._encode_opposites(queries)
         events, tellers = self._encode_events(queries)
         for query, thresholds in zip(queries, self._calibrate(self.text) if queries else []):
             self._add(query, thresholds)
         indices = np.asarray(self.tracker.indices, np.int64)
-        self._keep_opposites(opposites, indices[owners])
-        self._keep_events(events, indices[tellers])
+        self._opposites.add(opposites, indices[owners])
+        self._events.add(events, indices[tellers])
 
     @property
     def bundle_id(self) -> str:
@@ -309,8 +327,8 @@ class Monitor:
         with self._lock:
             self.text = pack if self.text is None else concat_packs([self.text, pack])
             index = self._add(text, thresholds)
-            self._keep_opposites(opposites, np.full(len(owners), index, np.int64))
-            self._keep_events(events, np.full(len(tellers), index, np.int64))
+            self._opposites.add(opposites, np.full(len(owners), index, np.int64))
+            self._events.add(events, np.full(len(tellers), index, np.int64))
             return index
 
     def _calibrate(self, pack: dict) -> list:
@@ -330,8 +348,8 @@ class Monitor:
                                   for o in (opposite_captions(q) if self.contrast else [])])
 
     def _encode_events(self, queries: list[str]) -> tuple[Pack | None, np.ndarray]:
-        """The two events of each ordered query (earlier, later: rows 2k and 2k + 1) and per pair the position of
-        its query in `queries` (nothing without the gate, or with windows of one frame, which have no halves; a pair
+        """The two events of each ordered query (earlier, later: rows 2k and 2k + 1) and per row the position of its
+        query in `queries` (nothing without the gate, or with windows of one frame, which have no halves; a pair
         with an event the encoder refuses is left out)."""
         checked = self.contrast and self.num_frames >= 2
         split = [(i, event_clauses(q)) for i, q in enumerate(queries)] if checked else []
@@ -340,7 +358,7 @@ class Monitor:
         both = np.array([counts[o] == 2 for o in owners.tolist()], bool)  # rows stay in order: earlier, later
         if pack is None or not both.any():
             return None, np.zeros(0, np.int64)
-        return {key: v[both] for key, v in pack.items()}, owners[both][::2]
+        return {key: v[both] for key, v in pack.items()}, owners[both]
 
     def _encode_each(self, pairs: list[tuple[int, str]]) -> tuple[Pack | None, np.ndarray]:
         """Encode (owner, text) pairs in one call: the pack and the owners (a text the encoder refuses is left
@@ -361,41 +379,29 @@ class Monitor:
                 return None, np.zeros(0, np.int64)
             return concat_packs([pack for _, pack in kept]), np.array([i for i, _ in kept], np.int64)
 
-    def _keep_opposites(self, pack: Pack | None, query_indices: np.ndarray) -> None:
-        """Add encoded opposites, each with the index of the query it opposes (call with the lock held)."""
-        if pack is not None:
-            self._opposites = pack if self._opposites is None else concat_packs([self._opposites, pack])
-            self._opposite_of = np.concatenate([self._opposite_of, query_indices])
-
-    def _keep_events(self, pack: Pack | None, query_indices: np.ndarray) -> None:
-        """Add encoded event pairs, each pair with the index of the query it tells (call with the lock held)."""
-        if pack is not None:
-            self._events = pack if self._events is None else concat_packs([self._events, pack])
-            self._events_of = np.concatenate([self._events_of, query_indices])
-
     def order_scores(self, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Per standing query (in `queries` order), the order score of one window (frames [T, S, S, 3], mask [T]):
         (earlier - later event on the first half) - (earlier - later on the second half); NaN for a query without
         an order check, and for every query where a half holds no frame. One encoder call (the two halves)."""
         with self._lock:
             out = np.full(len(self.tracker.indices), np.nan)
-            if self._events is None:
+            if self._events.pack is None:
                 return out
-            found = order_scores(self.retriever, self._events, frames[None], mask[None])[:, 0]
+            found = order_scores(self.retriever, self._events.pack, frames[None], mask[None])[:, 0]
             position = {index: i for i, index in enumerate(self.tracker.indices)}
-            out[[position[index] for index in self._events_of.tolist()]] = found
+            out[[position[index] for index in self._events.owners[0::2].tolist()]] = found
             return out
 
     def _order_check(self, window: Window) -> Callable[[int], float | None] | None:
         """For the tracker: query index -> this window's order score (None: no check for that query). The halves
         are encoded on the first call, so only on windows where an ordered query would start (None without the
         gate or without ordered queries)."""
-        if self._events is None:
+        if self._events.pack is None:
             return None
         found: list[np.ndarray] = []
 
         def score(index: int) -> float | None:
-            if index not in self._events_of:
+            if index not in self._events.owners:
                 return None
             if not found:
                 begin = time.perf_counter()
@@ -413,10 +419,10 @@ class Monitor:
         if not self.contrast:
             return None
         best = np.full((len(scored), windows), -np.inf, np.float32)
-        if self._opposites is not None:
+        if self._opposites.pack is not None:
             row = {index: i for i, index in enumerate(scored)}
-            owners = np.array([row[index] for index in self._opposite_of.tolist()], np.int64)
-            np.maximum.at(best, owners, self.retriever.score(self._opposites, video))
+            owners = np.array([row[index] for index in self._opposites.owners.tolist()], np.int64)
+            np.maximum.at(best, owners, self.retriever.score(self._opposites.pack, video))
         return best
 
     def remove_query(self, index: int) -> None:
@@ -426,15 +432,8 @@ class Monitor:
             position = self.tracker.position(index)
             event = self.tracker.remove(index)
             self.text = {k: np.delete(v, position, axis=0) for k, v in self.text.items()}
-            kept = self._opposite_of != index
-            if not kept.all():
-                self._opposites = {k: v[kept] for k, v in self._opposites.items()} if kept.any() else None
-                self._opposite_of = self._opposite_of[kept]
-            kept = self._events_of != index
-            if not kept.all():
-                rows = np.repeat(kept, 2)
-                self._events = {k: v[rows] for k, v in self._events.items()} if kept.any() else None
-                self._events_of = self._events_of[kept]
+            self._opposites.drop(index)
+            self._events.drop(index)
             if event is not None:
                 self._outbox.append(event)
 

@@ -86,4 +86,4 @@ def test_a_source_passes_its_contrast_gate_to_its_monitor(runtime_bundle, contra
     runner = SourceRunner(config.sources[0], Retriever.load(runtime_bundle, precision="auto"), EventHub(8), None,
                           False, lambda: None)
     monitor = runner.pipeline.monitor
-    assert monitor.contrast is contrast and (monitor._opposites is not None) is contrast
+    assert monitor.contrast is contrast and (monitor._opposites.pack is not None) is contrast
