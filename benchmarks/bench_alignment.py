@@ -83,7 +83,7 @@ def alignment_curve(retriever: Retriever, stream: Path, clips: list[tuple[float,
     per_query = np.nanquantile(negatives.reshape(n, -1), 1 - far, axis=1)
     threshold = bundle.thresholds.on if bundle.thresholds is not None else None
     aligned = own[:, list(offsets).index(0.0)]
-    whole, halves = _order_told(retriever, clips, batch, video, text, k)
+    whole, halves = _order_told(retriever, clips, batch, video, own)
     rows = []
     for j, o in enumerate(offsets):
         rows.append({"offset_s": o, "mean_score": float(own[:, j].mean()),
@@ -96,27 +96,24 @@ def alignment_curve(retriever: Retriever, stream: Path, clips: list[tuple[float,
             "false_alarm_rate": far, "per_query_threshold_mean": float(per_query.mean()), "rows": rows}
 
 
-def _order_told(retriever: Retriever, clips, batch, video, text, k: int, chunk: int = 64):
-    """[ordered clips, offsets] booleans: the order told right by the whole window (the caption above its swapped
-    form) and by the order check (`order_scores` above 0), for the clips whose caption splits into two events."""
+def _order_told(retriever: Retriever, clips, batch, video, own: np.ndarray, chunk: int = 64):
+    """[ordered clips, offsets] booleans: the order told right by the whole window (its caption's score, `own`
+    [clip, offset], above its swapped form's) and by the order check (`order_scores` above 0), for the clips whose
+    caption splits into two events. Each chunk of clips is scored on its own windows only."""
+    k = own.shape[1]
     ordered = [i for i, (_, c) in enumerate(clips) if event_clauses(c) is not None and swap_event_order(c)]
-    if not ordered:
-        return np.zeros((0, k), bool), np.zeros((0, k), bool)
-    rows = np.array([i * k + j for i in ordered for j in range(k)])  # their windows, clip-major
-    pick = {key: v[rows] for key, v in video.items()}
-    own = retriever.score({key: v[ordered] for key, v in text.items()}, pick)
-    swapped = retriever.score(retriever.encode_text([swap_event_order(clips[i][1]) for i in ordered]), pick)
-    m = len(ordered)
-    diagonal = (np.arange(m)[:, None], np.arange(m)[:, None] * k + np.arange(k)[None])
-    whole = own[diagonal] > swapped[diagonal]
-    halves = np.zeros((m, k), bool)
-    for lo in range(0, m, chunk):  # each chunk's event pairs on its own windows only
+    whole, halves = np.zeros((len(ordered), k), bool), np.zeros((len(ordered), k), bool)
+    for lo in range(0, len(ordered), chunk):
         part = ordered[lo:lo + chunk]
+        rows = np.array([i * k + j for i in part for j in range(k)])  # their windows, clip-major
+        diagonal = (np.arange(len(part)), np.arange(len(part)))
+        swapped = retriever.score(retriever.encode_text([swap_event_order(clips[i][1]) for i in part]),
+                                  {key: v[rows] for key, v in video.items()}).reshape(len(part), len(part), k)
+        whole[lo:lo + len(part)] = own[part] > swapped[diagonal]
         events = retriever.encode_text([e for i in part for e in event_clauses(clips[i][1])])
-        frames = np.stack([batch[i * k + j][0] for i in part for j in range(k)])
-        masks = np.stack([batch[i * k + j][1] for i in part for j in range(k)])
-        found = order_scores(retriever, events, frames, masks).reshape(len(part), len(part), k)
-        halves[lo:lo + len(part)] = found[np.arange(len(part)), np.arange(len(part))] > 0
+        found = order_scores(retriever, events, np.stack([batch[r][0] for r in rows]),
+                             np.stack([batch[r][1] for r in rows])).reshape(len(part), len(part), k)
+        halves[lo:lo + len(part)] = found[diagonal] > 0
     return whole, halves
 
 
