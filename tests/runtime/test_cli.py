@@ -125,8 +125,10 @@ def test_contrast_gate_from_the_command_line(runtime_bundle, stream_video):
     starts = [e for e in events_of(result) if e["event"] == "start"]
     plain = [e for e in starts if e["query"] == "a dog barks"]
     assert len(plain) == 1 and plain[0]["contrast_score"] is None and plain[0]["window_start"] == 0.0
+    assert plain[0]["order_score"] is None  # one event: no order check
     gated = [e for e in starts if e["query"] != "a dog barks"]
     assert gated and all(e["contrast_score"] < e["raw_score"] for e in gated)
+    assert all(e["order_score"] > 0 for e in gated)  # two ordered events: the halves agreed where it started
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
