@@ -13,7 +13,6 @@ or the checkpoint, encode the same batch twice). The floor is FLOPs / peak (see 
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 

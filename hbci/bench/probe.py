@@ -15,7 +15,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 __all__ = ["measure", "rss_mb", "peak_rss_mb", "THREAD_SETTINGS"]
 
