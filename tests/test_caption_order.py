@@ -37,12 +37,27 @@ def test_random_captions_of_a_two_event_clip_swap_to_the_swapped_clip():
 
 @pytest.mark.parametrize("text, expected", [
     ("After the man opens the door, he walks in", "After he walks in, the man opens the door"),
-    ("A dog barks and then a cat runs away.", "a cat runs away. and then A dog barks"),
+    ("A dog barks and then a cat runs away.", "a cat runs away and then A dog barks."),
     ("first X happens, then Y happens", "first Y happens, then X happens"),
     ("She sings before she dances", "she dances before She sings"),
 ])
 def test_free_text_swaps_around_the_first_connective(text, expected):
     assert swap_event_order(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("A man opens the door, then sits down.", "sits down, then A man opens the door."),
+    ("after the dog jumps, it runs!", "after it runs, the dog jumps!"),
+    ("Before she dances, she sings?", "Before she sings, she dances?"),
+    ("A man sits down. Then he reads a book.", "he reads a book. Then A man sits down."),
+    ("X happened. After that, Y happened.", "Y happened. After that, X happened."),
+    ("a cat runs. next a dog barks", "a dog barks. next a cat runs"),
+])
+def test_the_closing_punctuation_stays_at_the_end_and_sentences_swap_around_then(text, expected):
+    """Free text (ActivityNet's paragraphs): the full stop stays last, not glued to the clause moved forward, and
+    two sentences joined by "Then" / "After that," / "Next" swap as two clauses; twice gives the text back."""
+    assert swap_event_order(text) == expected
+    assert swap_event_order(expected) == text
 
 
 @pytest.mark.parametrize("text", ["a red ball moves left", "there is a blue box growing", "", "   ",
@@ -72,11 +87,16 @@ def test_every_sentence_frame_splits_into_its_events_in_time_order(template):
     ("She sings before she dances", ("She sings", "she dances")),
     ("She dances after she sings", ("she sings", "She dances")),
     ("We see a dog bark, followed by a cat running", ("a dog bark", "a cat running")),
+    ("A man opens the door, then sits down.", ("A man opens the door", "sits down")),
+    ("The cat runs away after the dog barks!", ("the dog barks", "The cat runs away")),
+    ("A man sits down. Then he reads a book.", ("A man sits down", "he reads a book")),
+    ("X happened. After that, Y happened.", ("X happened", "Y happened")),
 ])
 def test_free_text_splits_at_the_first_connective(text, expected):
     assert event_clauses(text) == expected
 
 
-@pytest.mark.parametrize("text", ["a red ball moves left", "there is a blue box growing", "", "after that"])
+@pytest.mark.parametrize("text", ["a red ball moves left", "there is a blue box growing", "", "after that",
+                                  "then.", "...", "A man sits down."])
 def test_captions_without_two_ordered_clauses_do_not_split(text):
     assert event_clauses(text) is None
