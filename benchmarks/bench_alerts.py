@@ -14,7 +14,9 @@ another seed (`hbci.runtime.gallery.GALLERY_SEED`); the rate was chosen on --see
 
 Each stream (`hbci.synth.make_stream`, seeded by (--seed, stream number), so never the training, validation or
 test clips) holds --clips random clips (of --world: classic by default, held_out for the look training never saw)
-separated by 2-6 s of idle filler (static shapes). Per stream the monitor watches, all at once:
+separated by 2-6 s of idle filler (static shapes), 3 s clips at 8 fps and 64 x 64 pixels unless --clip-seconds,
+--fps and --size say otherwise (other renderings of the same clips). Per stream the monitor watches, all at
+once:
   * positive queries: each clip's own caption (it occurs at that clip);
   * hard negatives: for each clip, a caption of one of its variants (motion reversed, order swapped, colours
     swapped) that does not occur anywhere in the stream;
@@ -51,9 +53,11 @@ from hbci.synth import (VARIANT_CLASSES, WORLDS, caption, describe, labelled_var
 KINDS = ("positive", "hard_negative", "unrelated")
 
 
-def stream_case(folder: Path, seed: int, index: int, clips: int, fps: float, size: int, world: str = "classic"):
-    """Render one stream (its clips drawn from `hbci.synth.WORLDS[world]`); return (path, known clips,
-    [(query, kind)], {hard-negative query: its VARIANT_CLASSES class})."""
+def stream_case(folder: Path, seed: int, index: int, clips: int, fps: float, size: int, world: str = "classic",
+                clip_seconds: float = 3.0):
+    """Render one stream (its clips drawn from `hbci.synth.WORLDS[world]`, each lasting clip_seconds at fps
+    frames per second, size x size pixels); return (path, known clips, [(query, kind)], {hard-negative query: its
+    VARIANT_CLASSES class})."""
     rng = np.random.default_rng([seed, index])
     specs, seen = [], set()
     while len(specs) < clips:
@@ -65,7 +69,7 @@ def stream_case(folder: Path, seed: int, index: int, clips: int, fps: float, siz
     for spec in specs:
         segments += [spec, float(rng.integers(2 * fps, 6 * fps + 1)) / fps]
     path = folder / f"stream-{seed}-{index}.mp4"
-    found = make_stream(path, segments, fps, size, rng)
+    found = make_stream(path, segments, fps, size, rng, clip_frames=max(2, round(clip_seconds * fps)))
     known = [known_clip(s) for s in found]
     queries = [(s.caption, "positive") for s in found]
     variant_of = {}
@@ -83,11 +87,12 @@ def stream_case(folder: Path, seed: int, index: int, clips: int, fps: float, siz
 
 
 def record_streams(retriever: Retriever, folder: Path, streams: int, seed: int, clips: int, window: float,
-                   stride: float, fps: float = 8.0, size: int = 64, log=print, world: str = "classic") -> list[dict]:
+                   stride: float, fps: float = 8.0, size: int = 64, log=print, world: str = "classic",
+                   clip_seconds: float = 3.0) -> list[dict]:
     """Render the streams and score every window against every query once (through the monitor, as live)."""
     cases = []
     for index in range(streams):
-        path, known, queries, variant_of = stream_case(folder, seed, index, clips, fps, size, world)
+        path, known, queries, variant_of = stream_case(folder, seed, index, clips, fps, size, world, clip_seconds)
         monitor = Monitor(retriever, [q for q, _ in queries], window=window, stride=stride, threshold_on=1e9,
                           contrast=True)
         spans, rows, rivals, orders = [], [], [], []
@@ -215,6 +220,11 @@ def main(argv=None) -> int:
     ap.add_argument("--world", choices=sorted(WORLDS), default="classic",
                     help="what the clips look like (%(default)s; held_out: the look training never saw, "
                          "`hbci.synth.HELD_OUT`); the idle filler and the captions stay classic")
+    ap.add_argument("--fps", type=float, default=8.0, help="the streams' frame rate (%(default)s)")
+    ap.add_argument("--size", type=int, default=64, help="their frames' side in pixels (%(default)s)")
+    ap.add_argument("--clip-seconds", type=float, default=3.0,
+                    help="how long each clip's events last (%(default)s; the model learnt from 3 s clips, so "
+                         "set --window to match another length)")
     ap.add_argument("--window", type=float, default=DEFAULT_WINDOW)
     ap.add_argument("--stride", type=float, nargs="+", default=[DEFAULT_STRIDE, 0.5],
                     help="strides to measure, seconds (%(default)s)")
@@ -228,6 +238,8 @@ def main(argv=None) -> int:
                          "same recorded scores; off keeps the calibrated gap below on)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
+    if args.fps <= 0 or args.size < 8 or args.clip_seconds <= 0:
+        ap.error("--fps and --clip-seconds must be above 0 and --size at least 8")
 
     precisions = load_bundle(args.bundle, verify_hashes=False).precisions
     precision = args.precision or ("fp32" if "fp32" in precisions else precisions[0])
@@ -239,12 +251,13 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     results, sweep, windows, encode_ms = [], [], 0, 0.0
     print(f"bundle {retriever.bundle_id} ({precision}), {args.streams} streams x {args.clips} clips (seeds "
-          f"({args.seed}, 0..{args.streams - 1}), {args.world} world), window {args.window} s, smoothing "
-          f"{args.smoothing}")
+          f"({args.seed}, 0..{args.streams - 1}), {args.world} world, {args.clip_seconds:g} s clips at {args.fps:g} fps, "
+          f"{args.size} px), window {args.window} s, smoothing {args.smoothing}")
     for stride in args.stride:
         with tempfile.TemporaryDirectory(prefix="hbci-bench-alerts-") as tmp:
             cases = record_streams(retriever, Path(tmp), args.streams, args.seed, args.clips, args.window, stride,
-                                   log=lambda m: print(m, file=sys.stderr), world=args.world)
+                                   args.fps, args.size, log=lambda m: print(m, file=sys.stderr), world=args.world,
+                                   clip_seconds=args.clip_seconds)
         windows += sum(c["stats"]["windows"] for c in cases)
         encode_ms += sum(c["stats"]["encode_ms_per_window"] * c["stats"]["windows"] for c in cases)
         result = evaluate(retriever, cases, args.window, stride, args.smoothing, args.threshold,
@@ -289,7 +302,8 @@ def main(argv=None) -> int:
                           f"{r['f1']:.3f}  {k['hard_negative']['fp']} / {k['unrelated']['fp']} / "
                           f"{k['positive']['fp']}")
     summary = {"bundle_id": retriever.bundle_id, "precision_graphs": precision, "streams": args.streams,
-               "seed": args.seed, "world": args.world, "clips_per_stream": args.clips, "windows": windows,
+               "seed": args.seed, "world": args.world, "clips_per_stream": args.clips, "fps": args.fps,
+               "size": args.size, "clip_seconds": args.clip_seconds, "windows": windows,
                "encode_ms_per_window": encode_ms / max(windows, 1), "seconds": round(time.perf_counter() - start, 1),
                "results": results, "sweep": sweep}
     if args.json:

@@ -4,6 +4,7 @@ many events it names, and the per-variant and per-event-count false-alert counts
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from hbci.caption_order import event_clauses
 from hbci.synth import VARIANT_CLASSES, parse_caption
@@ -79,3 +80,38 @@ def test_a_held_out_world_draws_every_clip_and_look_alike_in_the_unseen_look(tmp
         rendered.clear()
         _, known, queries, _ = bench.stream_case(tmp_path, seed=5, index=0, clips=3, fps=8.0, size=32, world=world)
         assert len(rendered) == len(known) == 3 and {s.look.background for s in rendered} <= looks
+
+
+def test_other_renderings_keep_the_clips_and_their_length_in_seconds(tmp_path, benchmark_script):
+    """--fps / --size / --clip-seconds: the same clips (drawn before anything that depends on the rendering) last
+    clip_seconds whatever the frame rate, and the video holds them at that rate and size."""
+    import cv2
+
+    bench = benchmark_script("bench_alerts")
+    cases = {}
+    for fps, seconds in ((8.0, 3.0), (24.0, 3.0), (24.0, 1.0)):
+        folder = tmp_path / f"{fps:g}-{seconds:g}"
+        folder.mkdir()
+        cases[fps, seconds] = bench.stream_case(folder, seed=5, index=0, clips=3, fps=fps, size=40,
+                                                clip_seconds=seconds)
+    for (fps, seconds), (path, known, _, _) in cases.items():
+        assert [k["events"] for k in known] == [k["events"] for k in cases[8.0, 3.0][1]]
+        assert all(abs(k["end_s"] - k["start_s"] - seconds) < 1e-9 for k in known)
+        capture = cv2.VideoCapture(str(path))
+        frames = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frames += 1
+            assert frame.shape[:2] == (40, 40)
+        capture.release()
+        assert frames / fps >= known[-1]["end_s"] + 2 - 1e-9  # the last clip and its 2-6 s of filler, all written
+
+
+def test_the_rendering_options_are_checked_before_any_work(benchmark_script):
+    bench = benchmark_script("bench_alerts")
+    for bad in (["--fps", "0"], ["--size", "4"], ["--clip-seconds", "-1"]):
+        with pytest.raises(SystemExit) as exc:
+            bench.main(["--bundle", "/nonexistent"] + bad)
+        assert exc.value.code == 2
