@@ -251,8 +251,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     results, sweep, windows, encode_ms = [], [], 0, 0.0
     print(f"bundle {retriever.bundle_id} ({precision}), {args.streams} streams x {args.clips} clips (seeds "
-          f"({args.seed}, 0..{args.streams - 1}), {args.world} world, {args.clip_seconds:g} s clips at {args.fps:g} fps, "
-          f"{args.size} px), window {args.window} s, smoothing {args.smoothing}")
+          f"({args.seed}, 0..{args.streams - 1}), {args.world} world, {args.clip_seconds:g} s clips at "
+          f"{args.fps:g} fps, {args.size} px), window {args.window} s, smoothing {args.smoothing}")
     for stride in args.stride:
         with tempfile.TemporaryDirectory(prefix="hbci-bench-alerts-") as tmp:
             cases = record_streams(retriever, Path(tmp), args.streams, args.seed, args.clips, args.window, stride,
