@@ -103,6 +103,7 @@ class DataConfig:
     min_event_share: float = 0.6         # a shifted window keeps at least this share of the captioned events
     min_clip_share: float = 0.6          # and lies at least this share on its clip
     each_event_share: bool = False       # two ordered events: min_event_share of each, not of the two together
+    window_stretch: float = 0.0          # half the windows up to this share longer than their clip, holding it all
     pool_frames: int = 48                # frames kept per training item around its span (more are subsampled)
 
     def __post_init__(self):
@@ -114,6 +115,8 @@ class DataConfig:
             raise ConfigError("data: frame_sampling must be 'random' or 'centre'")
         if not (0 <= self.window_shift < 1 and 0 < self.min_event_share <= 1 and 0 < self.min_clip_share <= 1):
             raise ConfigError("data: window_shift must be in [0, 1), min_event_share and min_clip_share in (0, 1]")
+        if not 0 <= self.window_stretch <= 1:
+            raise ConfigError("data: window_stretch must be in [0, 1]")
         if self.pool_frames < 1:
             raise ConfigError("data: pool_frames must be >= 1")
 

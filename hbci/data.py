@@ -340,7 +340,7 @@ class FramePool:
 def window_policy(data_cfg) -> WindowPolicy:
     return WindowPolicy(max_shift=data_cfg.window_shift, min_event_share=data_cfg.min_event_share,
                         min_clip_share=data_cfg.min_clip_share, random_frames=data_cfg.frame_sampling == "random",
-                        each_event=data_cfg.each_event_share)
+                        each_event=data_cfg.each_event_share, max_stretch=data_cfg.window_stretch)
 
 
 def pool_span(times: np.ndarray, item: VideoItem, max_shift: float, most: int) -> np.ndarray:

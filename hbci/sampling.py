@@ -22,6 +22,11 @@ windows the same way, from the frames around each clip (`hbci.data.FramePool`):
   and runs into the next clip), or the other way round (the end of the next window, then the first event and
   the first few frames of the second). It keeps at most two thirds of `min_event_share` of the cut event, so it
   breaks the overlap rule with room to spare, and the caption must score its own window above it.
+* **Stretch** (`max_stretch`, off by default). A monitor's window has one length and events have many: a
+  stream's 2 s event fills two thirds of a 3 s window. With a stretch, half the windows are instead longer than
+  their clip, by up to `max_stretch` of its length, and hold all of it with the rest of the video around it (as
+  far as the video goes), so the caption learns to match events that fill only part of the window. The overlap
+  rule still applies (`min_clip_share` bounds how long).
 * **Frames.** The window's frames are cut into T equal segments and one random frame is taken from each (TSN
   style), instead of the segment centres the runtime takes; fewer than T frames are all taken (and masked).
 
@@ -50,11 +55,12 @@ class WindowPolicy:
     random_frames: bool = True  # a random frame per segment (False: the segment centres, as the runtime)
     each_event: bool = False  # two ordered events: the event share is each event's (the smaller), not the union's
     tries: int = 10
+    max_stretch: float = 0.0  # half the windows up to this share of the clip longer, holding all of it (0: off)
 
     def __post_init__(self):
         if not (0 <= self.max_shift < 1 and 0 < self.min_event_share <= 1 and 0 < self.min_clip_share <= 1
-                and self.tries >= 1):
-            raise ValueError("max_shift must be in [0, 1), the shares in (0, 1], tries >= 1")
+                and self.tries >= 1 and 0 <= self.max_stretch <= 1):
+            raise ValueError("max_shift must be in [0, 1), the shares in (0, 1], tries >= 1, max_stretch in [0, 1]")
 
 
 ALIGNED = WindowPolicy(max_shift=0.0, random_frames=False)  # what evaluation and the runtime do
@@ -107,6 +113,13 @@ def draw_window(times: np.ndarray, span: tuple[float | None, float | None],
         cut = int(np.searchsorted(times, order_cut - 1e-6))
         cut = cut if events[0] < cut < events[1] else None
     length = clip[1] - clip[0]
+    if policy.max_stretch > 0 and rng.random() < 0.5:
+        stretched = _stretched_window(clip, len(times), policy, rng)
+        if stretched is not None:
+            start, stop = stretched
+            pick = (random_segment_indices(stop - start, num_frames, rng) if policy.random_frames
+                    else sample_indices(stop - start, num_frames))
+            return start + pick
     most = int(np.floor(policy.max_shift * length + 1e-9))
     lo, hi = max(-most, -clip[0]), min(most, len(times) - clip[1])
     shift = 0
@@ -119,6 +132,19 @@ def draw_window(times: np.ndarray, span: tuple[float | None, float | None],
     pick = (random_segment_indices(length, num_frames, rng) if policy.random_frames
             else sample_indices(length, num_frames))
     return clip[0] + shift + pick
+
+
+def _stretched_window(clip: tuple[int, int], available: int, policy: WindowPolicy,
+                      rng: np.random.Generator) -> tuple[int, int] | None:
+    """A window holding the whole clip and up to `max_stretch` of its length more (as far as the video goes, and
+    no more than `min_clip_share` allows), placed at random around it; None when there is no room."""
+    length = clip[1] - clip[0]
+    extra = int(np.floor(rng.uniform(0, policy.max_stretch) * length + 1e-9))
+    extra = min(extra, available - length, int(np.floor(length / policy.min_clip_share + 1e-9)) - length)
+    if extra < 1:
+        return None
+    before = int(rng.integers(max(0, extra - (available - clip[1])), min(extra, clip[0]) + 1))
+    return clip[0] - before, clip[1] + extra - before
 
 
 def partial_window(row: int, donor: int, num_frames: int, slots: tuple[int, int, int], share: float,

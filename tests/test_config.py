@@ -132,3 +132,14 @@ def test_recipes_fit_their_backbone_without_building_it():
         assert cfg.model.max_words <= open_clip.get_model_config(cfg.model.backbone)["text_cfg"]["context_length"]
         assert config_image_size(cfg.model.backbone) == 224
         assert cfg.train.batch_size % 8 == 0, "the global batch splits over 8 GPUs"
+
+
+def test_a_window_stretch_reaches_the_window_policy_and_out_of_range_is_refused():
+    from hbci.data import window_policy
+
+    cfg = apply_overrides(load_config("small"), ["data.window_stretch=0.5"])
+    assert window_policy(cfg.data).max_stretch == 0.5
+    assert window_policy(load_config("small").data).max_stretch == 0.0  # off unless asked
+    for bad in ("-0.1", "1.5"):
+        with pytest.raises(ConfigError, match="window_stretch"):
+            apply_overrides(load_config("small"), [f"data.window_stretch={bad}"])

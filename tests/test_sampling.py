@@ -161,3 +161,43 @@ def test_partial_windows_break_the_overlap_rule_of_the_cut_event_only():
             assert sorted(kept)[1] == 1.0 and sorted(kept)[0] < max_share  # one event whole, little of the other
             late = kept[0] < 1.0
             assert (rows[0] == row) == late  # a late window starts on its own frames; an early one on the donor's
+
+
+def test_a_stretched_window_holds_the_whole_clip_and_stays_in_the_video_and_the_rule():
+    from hbci.sampling import _stretched_window
+
+    rng = np.random.default_rng(4)
+    policy = WindowPolicy(max_stretch=0.5)
+    lengths = set()
+    for clip, available in [((10, 34), 44), ((0, 24), 44), ((20, 44), 44), ((10, 34), 34)]:
+        for _ in range(200):
+            window = _stretched_window(clip, available, policy, rng)
+            if window is None:
+                continue
+            start, stop = window
+            assert 0 <= start <= clip[0] and clip[1] <= stop <= available  # all of the clip, inside the video
+            assert clip[1] - clip[0] < stop - start <= 1.5 * (clip[1] - clip[0])
+            assert matches_caption(window, clip, clip, policy)
+            lengths.add(stop - start)
+    assert min(lengths) <= 26 and max(lengths) >= 34  # short and long stretches both drawn
+    assert _stretched_window((0, 24), 24, policy, rng) is None  # no room: the caller shifts instead
+    # The clip share bounds the stretch: at 0.9 a 24-frame clip gets at most 2 frames more.
+    tight = WindowPolicy(max_stretch=1.0, min_clip_share=0.9)
+    assert all((w is None) or (w[1] - w[0] <= 26) for w in (_stretched_window((10, 34), 44, tight, rng)
+                                                             for _ in range(100)))
+
+
+def test_with_a_stretch_half_the_windows_are_longer_than_their_clip():
+    times = _times(44)
+    span, events = (10 / 8, 33 / 8), (12 / 8, 30 / 8)
+    policy = WindowPolicy(random_frames=False, max_stretch=0.5)
+    rng = np.random.default_rng(5)
+    longer = 0
+    for _ in range(400):
+        idx = draw_window(times, span, events, 12, policy, rng)
+        assert len(idx) == 12 and np.all(np.diff(idx) > 0) and idx[0] >= 0 and idx[-1] < 44
+        spread = idx[-1] - idx[0]
+        longer += spread > sample_indices(24, 12)[-1] - sample_indices(24, 12)[0]
+    assert 120 <= longer <= 280  # about half (the others are shifted, the clip's length)
+    with pytest.raises(ValueError):
+        WindowPolicy(max_stretch=1.5)
