@@ -24,9 +24,10 @@ windows the same way, from the frames around each clip (`hbci.data.FramePool`):
   breaks the overlap rule with room to spare, and the caption must score its own window above it.
 * **Stretch** (`max_stretch`, off by default). A monitor's window has one length and events have many: a
   stream's 2 s event fills two thirds of a 3 s window. With a stretch, half the windows are instead longer than
-  their clip, by up to `max_stretch` of its length, and hold all of it with the rest of the video around it (as
-  far as the video goes), so the caption learns to match events that fill only part of the window. The overlap
-  rule still applies (`min_clip_share` bounds how long).
+  their clip, by up to `max_stretch` of its length, and hold all of it with what lies around it (as far as the
+  frames kept around the clip go: the pool keeps a little more than `max_shift` on each side), so the caption
+  learns to match events that fill only part of the window. The overlap rule still applies (`min_clip_share`
+  bounds how long).
 * **Frames.** The window's frames are cut into T equal segments and one random frame is taken from each (TSN
   style), instead of the segment centres the runtime takes; fewer than T frames are all taken (and masked).
 
