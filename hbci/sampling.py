@@ -113,16 +113,22 @@ def draw_window(times: np.ndarray, span: tuple[float | None, float | None],
     if policy.each_event and order_cut is not None:
         cut = int(np.searchsorted(times, order_cut - 1e-6))
         cut = cut if events[0] < cut < events[1] else None
-    length = clip[1] - clip[0]
+    window = None
     if policy.max_stretch > 0 and rng.random() < 0.5:
-        stretched = _stretched_window(clip, len(times), policy, rng)
-        if stretched is not None:
-            start, stop = stretched
-            pick = (random_segment_indices(stop - start, num_frames, rng) if policy.random_frames
-                    else sample_indices(stop - start, num_frames))
-            return start + pick
+        window = _stretched_window(clip, len(times), policy, rng)
+    start, stop = window or _shifted_window(clip, events, cut, len(times), policy, rng)
+    pick = (random_segment_indices(stop - start, num_frames, rng) if policy.random_frames
+            else sample_indices(stop - start, num_frames))
+    return start + pick
+
+
+def _shifted_window(clip: tuple[int, int], events: tuple[int, int], cut: int | None, available: int,
+                    policy: WindowPolicy, rng: np.random.Generator) -> tuple[int, int]:
+    """The clip's length, moved up to `max_shift` of it early or late (never out of the video) by a draw that
+    keeps the overlap rule; aligned when `tries` draws all break it."""
+    length = clip[1] - clip[0]
     most = int(np.floor(policy.max_shift * length + 1e-9))
-    lo, hi = max(-most, -clip[0]), min(most, len(times) - clip[1])
+    lo, hi = max(-most, -clip[0]), min(most, available - clip[1])
     shift = 0
     if hi > lo:
         for _ in range(policy.tries):
@@ -130,9 +136,7 @@ def draw_window(times: np.ndarray, span: tuple[float | None, float | None],
             if matches_caption((clip[0] + candidate, clip[1] + candidate), clip, events, policy, cut):
                 shift = candidate
                 break
-    pick = (random_segment_indices(length, num_frames, rng) if policy.random_frames
-            else sample_indices(length, num_frames))
-    return clip[0] + shift + pick
+    return clip[0] + shift, clip[1] + shift
 
 
 def _stretched_window(clip: tuple[int, int], available: int, policy: WindowPolicy,
